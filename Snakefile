@@ -1,0 +1,40 @@
+# avemotion: RAVDESS emotion classification from speech and face features, raw data to the paper's tables.
+#
+# results/
+#   demo/archives/          synthetic RAVDESS-layout archives (demo config only)
+#   download/               Video_Speech_Actor_XX.zip + .json record (size, md5, source)
+#   clips/Actor_XX/         the 01-01-* audio-video clips; clips.csv (names, labels, folds), data_manifest.json
+#   audio/Actor_XX.npz      central 140,800 samples per clip, mono
+#   features/<feature>/     features.npy (clips x frames x dims) + index.csv
+#   train/<configuration>/<task>/<target>/fold<k>/   metrics, predictions, history, confusion, checkpoint
+#   tables/                 table1.{csv,md}, table2.{csv,md}
+#   mlflow/                 MLflow store (mlflow.db) and artifacts
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+onstart:
+    shell(MLFLOW_INIT)
+
+
+rule all:
+    default_target: True
+    input:
+        TABLES,

@@ -1,0 +1,132 @@
+"""Per-clip feature arrays: one array (clips, frames, dims) in clip-table order plus an index, per feature.
+
+Log-mel spectrogram (LMS, paper): 24 mel bands, window = FFT = 4800 samples (100 ms), hop 1600 (one video
+frame), maximum frequency 17 kHz, natural log of the power. The paper's settings give 89 frames with a centred
+STFT and 86 without, not the 88 it reports; ``frames_rule`` (config ``features.lms.frames_rule``) decides:
+
+- ``frame_centred`` (default): reflect-pad one video frame (1600 samples) on each side of the 140,800-sample
+  window and take an uncentred STFT: 1 + (144,000 - 4800) / 1600 = 88 frames, frame k spanning samples
+  [1600 k - 1600, 1600 k + 3200), i.e. centred on video frame k's own audio [1600 k, 1600 k + 1600).
+- ``centre_drop_last``: torch's centred STFT (2400 samples reflect-padded per side, 89 frames, frame j centred
+  on sample 1600 j, the boundary between video frames j - 1 and j), the last frame dropped.
+
+CLI (the ``extract_features`` rule)::
+
+    python -m avemotion.features lms --clips results/clips/clips.csv --audio results/audio/*.npz \
+        --params '{"n_mels": 24, ...}' --out results/features/lms/features.npy --index .../index.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio
+
+from avemotion import paper, registry
+from avemotion.io import atomic_save_npy, atomic_write_text
+
+
+@dataclass(frozen=True)
+class LMSConfig:
+    n_mels: int = 24
+    n_fft: int = 4800
+    hop_length: int = 1600
+    f_min: float = 0.0
+    f_max: float = 17000.0
+    frames_rule: str = "frame_centred"
+    log_floor: float = 1e-6
+
+
+def log_mel(audio: np.ndarray, cfg: LMSConfig, frames: int = paper.N_FRAMES) -> np.ndarray:
+    """(N, 140,800) mono at 48 kHz -> (N, frames, n_mels) float32 log-mel power."""
+    x = torch.as_tensor(audio, dtype=torch.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected (clips, samples) audio, got shape {tuple(x.shape)}")
+    if cfg.frames_rule == "frame_centred":
+        pad = cfg.hop_length
+        x = torch.nn.functional.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]
+        center = False
+    elif cfg.frames_rule == "centre_drop_last":
+        center = True
+    else:
+        raise ValueError(f"features.lms.frames_rule: unknown rule {cfg.frames_rule!r}")
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=paper.SAMPLE_RATE,
+        n_fft=cfg.n_fft,
+        win_length=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        f_min=cfg.f_min,
+        f_max=cfg.f_max,
+        n_mels=cfg.n_mels,
+        power=2.0,
+        center=center,
+        pad_mode="reflect",
+    )
+    spec = mel(x)  # (N, n_mels, T)
+    if spec.shape[-1] < frames:
+        raise ValueError(f"{spec.shape[-1]} spectrogram frames from {x.shape[-1]} samples, need {frames}")
+    spec = spec[..., :frames]
+    return torch.log(spec + cfg.log_floor).transpose(1, 2).contiguous().numpy()  # (N, T, n_mels)
+
+
+def load_audio(table: pd.DataFrame, npz_paths: list[Path]) -> np.ndarray:
+    """The central-window audio of every clip in ``table`` (in its order) from the per-actor .npz files."""
+    by_clip: dict[str, np.ndarray] = {}
+    for path in npz_paths:
+        with np.load(path) as data:
+            by_clip.update(zip(data["clips"].tolist(), data["audio"], strict=True))
+    missing = [c for c in table["clip"] if c not in by_clip]
+    if missing:
+        raise ValueError(f"no extracted audio for {len(missing)} clips, e.g. {missing[:3]}")
+    return np.stack([by_clip[c] for c in table["clip"]])
+
+
+EXTRACTORS = {"lms": (LMSConfig, log_mel)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("feature", choices=sorted(EXTRACTORS))
+    parser.add_argument("--clips", type=Path, required=True)
+    parser.add_argument("--audio", type=Path, nargs="+", required=True)
+    parser.add_argument("--params", required=True, help="JSON of the feature's config section")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg_cls, extract = EXTRACTORS[args.feature]
+    cfg = cfg_cls(**json.loads(args.params))
+    table = pd.read_csv(args.clips)
+    try:
+        features = extract(load_audio(table, args.audio), cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    frames = registry.get(args.feature).frames
+    bad = ~np.isfinite(features).all(axis=(1, 2))
+    if features.shape[1] != frames or bad.any():
+        print(
+            f"error: {args.feature} {features.shape} (expected {frames} frames), non-finite clips: "
+            f"{table['clip'][bad].tolist()[:5]}",
+            file=sys.stderr,
+        )
+        return 1
+    atomic_save_npy(args.out, features.astype(np.float32))
+    index = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))})
+    atomic_write_text(args.index, index.to_csv(index=False))
+    print(f"{args.feature}: {features.shape} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""TIM-Net, the temporal model every modality of the study runs through, in PyTorch.
+
+TIM-Net ("Temporal-aware bI-direction Multi-scale Network", Ye et al., ICASSP 2023) is the model the paper
+("The Role of Facial and Speech Features in Emotion Classification") trains on each feature sequence: log-mel
+frames, Wav2Vec2 frames, face/eyes/mouth embeddings, key points, action units. This file follows the official
+Keras code (github.com/Jiaxin-Ye/TIM-Net_SER, Code/TIMNET.py and Code/Model.py) layer for layer:
+
+    x (B, T, F) ──┬──> 1x1 conv ──> block d=1 ──> block d=2 ──> ... ──> block d=2^(S-1)     forward stream
+                  │                    │             │                       │
+                  └─ flip time ─> 1x1 conv ──> block ──> block ──> ... ──> block             backward stream
+                                       │             │                       │
+                         per scale i:  fwd_i + bwd_i, averaged over time ──> (B, C)
+                         stack ──> (B, S, C) ──> learned weighted sum over scales ──> (B, C)
+
+A temporal-aware block is L causal dilated convolutions (conv -> BatchNorm -> ReLU -> spatial dropout), whose
+sigmoid gates the block input: out = x * sigmoid(h). The official code has L = 2; the paper uses L = 3
+(``convs_per_block``). Where this file departs from a literal port it says why. The points that matter:
+
+- The backward stream is the input reversed in time *before* any layer, with its own weights (Keras builds new
+  layers at each call, so the two streams share nothing).
+- fwd_i + bwd_i is added as is, without flipping bwd_i back (``add([skip_out_forward, skip_out_backward])`` in
+  the official code): time step t of the sum pairs original time t with original time T-1-t. Only the time
+  average of the sum is used, and the average does not care about order, so this equals the re-flipped sum.
+- The block's channels always equal the 1x1 conv's, so the official 1x1 residual conv (built only when the
+  channel counts differ) never exists: the gate multiplies the block input itself.
+- The scale weights are a plain vector initialised U(-0.05, 0.05) (Keras ``'uniform'``), no softmax.
+- Keras defaults carried over: BatchNorm eps 1e-3 and momentum 0.99 (PyTorch momentum 0.01), Glorot-uniform
+  conv/dense kernels with zero biases; SpatialDropout1D is ``nn.Dropout1d`` (drops whole channels).
+
+TIMNet is the encoder (B, T, F) -> (B, C), so multimodal fusion can concatenate several encoders' outputs;
+TIMNetClassifier adds the linear head that gives logits (softmax or sigmoid live in the loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Keras BatchNormalization defaults. Keras' momentum weighs the old running value, PyTorch's the new batch.
+BN_EPS = 1e-3
+BN_MOMENTUM = 1 - 0.99
+# Keras initializer 'uniform' = RandomUniform(-0.05, 0.05), used by the official WeightLayer.
+SCALE_WEIGHT_INIT = 0.05
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    # bool is an int subclass; `channels=True` is a config mistake, not 1 channel.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"TIMNetConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TIMNetConfig:
+    in_features: int  # F: feature dimension of one time step (24 log-mel bins, 1024 Wav2Vec2-L dims, ...)
+    channels: int = 64  # C: filters of every conv (paper Table 3: 64, 32 for a few multiclass settings)
+    scales: int = 7  # S: blocks per stream, dilations 2^0 ... 2^(S-1) (Table 3: 5, 7 or 8)
+    kernel_size: int = 2  # of every dilated conv, as in the paper and the official code
+    convs_per_block: int = 3  # L: the paper uses 3, the official TIM-Net 2
+    dropout: float = 0.1  # spatial (whole-channel) dropout after every conv
+
+    def __post_init__(self) -> None:
+        _check_int("in_features", self.in_features, 1)
+        _check_int("channels", self.channels, 1)
+        _check_int("scales", self.scales, 1)
+        # A kernel of 1 sees no past step: the dilations would do nothing and the model would not be temporal.
+        _check_int("kernel_size", self.kernel_size, 2)
+        _check_int("convs_per_block", self.convs_per_block, 1)
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool):
+            raise ValueError(f"TIMNetConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"TIMNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        return tuple(2**i for i in range(self.scales))
+
+
+class CausalConv1d(nn.Conv1d):
+    """Conv1d that sees only the present and the past: (k-1)*d zeros on the left, none on the right
+    (Keras ``padding='causal'``), so output step t depends on inputs t - (k-1)*d ... t."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
+        self.left_pad = (kernel_size - 1) * dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (self.left_pad, 0)))  # (B, C, T) -> (B, C', T)
+
+
+class TemporalAwareBlock(nn.Module):
+    """L x (causal dilated conv -> BatchNorm -> ReLU -> spatial dropout), then out = x * sigmoid(h)."""
+
+    def __init__(self, cfg: TIMNetConfig, dilation: int) -> None:
+        super().__init__()
+        c = cfg.channels
+        self.convs = nn.ModuleList(
+            CausalConv1d(c, c, cfg.kernel_size, dilation) for _ in range(cfg.convs_per_block)
+        )
+        self.norms = nn.ModuleList(
+            nn.BatchNorm1d(c, eps=BN_EPS, momentum=BN_MOMENTUM) for _ in range(cfg.convs_per_block)
+        )
+        self.dropout = nn.Dropout1d(cfg.dropout)  # zeros whole channels of (B, C, T), like SpatialDropout1D
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x  # (B, C, T)
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = self.dropout(F.relu(norm(conv(h))))  # (B, C, T)
+        # The gate sees ReLU output, so sigmoid(h) lies in [0.5, 1): as in the official code, the block can
+        # damp its input at most by half. No residual 1x1 conv: the channel counts always match (see top).
+        return x * torch.sigmoid(h)  # (B, C, T)
+
+
+class Stream(nn.Module):
+    """One direction of TIM-Net: a 1x1 conv F -> C, then the chain of blocks with growing dilation."""
+
+    def __init__(self, cfg: TIMNetConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(cfg.in_features, cfg.channels, kernel_size=1)
+        self.blocks = nn.ModuleList(TemporalAwareBlock(cfg, d) for d in cfg.dilations)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.proj(x)  # (B, F, T) -> (B, C, T)
+        outputs = []
+        for block in self.blocks:
+            h = block(h)  # block i takes block i-1's output
+            outputs.append(h)  # (B, C, T), one per scale
+        return outputs
+
+
+def _keras_init(module: nn.Module) -> None:
+    # Keras Conv1D/Dense default: Glorot-uniform kernel, zero bias (PyTorch's default is Kaiming-uniform and a
+    # random bias). For Conv1d, PyTorch's fans are in*k and out*k, the same as Keras'.
+    if isinstance(module, (nn.Conv1d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class TIMNet(nn.Module):
+    """The TIM-Net encoder: (B, T, F) feature sequences -> (B, C) fused multi-scale vector."""
+
+    def __init__(self, cfg: TIMNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.forward_stream = Stream(cfg)
+        self.backward_stream = Stream(cfg)  # own weights, as Keras builds new layers per call
+        self.scale_weights = nn.Parameter(torch.empty(cfg.scales))  # (S,) dynamic fusion, no softmax
+        self.apply(_keras_init)
+        nn.init.uniform_(self.scale_weights, -SCALE_WEIGHT_INIT, SCALE_WEIGHT_INIT)
+
+    @property
+    def out_features(self) -> int:
+        return self.cfg.channels
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 3 or x.shape[-1] != self.cfg.in_features:
+            raise ValueError(
+                f"TIMNet expects input of shape (batch, time, {self.cfg.in_features} features), got "
+                f"{tuple(x.shape)}; check the feature's dims against TIMNetConfig.in_features"
+            )
+        t, largest = x.shape[1], self.cfg.dilations[-1]
+        if largest >= t:
+            # With dilation >= T every conv tap but the current one falls on padding: the scale would see
+            # no past at all. This is why the paper uses 8 scales for 146 frames (2^7 = 128 < 146).
+            raise ValueError(
+                f"sequence length T={t} is too short for TIMNetConfig.scales={self.cfg.scales}: the largest "
+                f"dilation 2**{self.cfg.scales - 1}={largest} must be < T; lower `scales` or use longer "
+                f"sequences"
+            )
+
+    def streams(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every scale's output of both streams, each (B, C, T). The backward stream's are in its own,
+        reversed time: index s there is original time T-1-s."""
+        self._check_input(x)
+        x = x.transpose(1, 2)  # (B, T, F) -> (B, F, T), channels first for Conv1d
+        return self.forward_stream(x), self.backward_stream(x.flip(-1))
+
+    def scale_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, S, C): per scale, the time average of forward + backward output."""
+        fwd, bwd = self.streams(x)
+        # No re-flip of bwd before the add (official code); harmless, the mean over time ignores order.
+        return torch.stack([(f + b).mean(dim=-1) for f, b in zip(fwd, bwd, strict=True)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale_features(x)  # (B, S, C)
+        return torch.einsum("bsc,s->bc", s, self.scale_weights)  # (B, C)
+
+
+class TIMNetClassifier(nn.Module):
+    """TIM-Net encoder + linear head: (B, T, F) -> logits (B, n_outputs). n_outputs = 1 for the binary
+    one-vs-rest task (sigmoid in the loss), 8 for the 8-class task (softmax in the loss)."""
+
+    def __init__(self, cfg: TIMNetConfig, n_outputs: int) -> None:
+        super().__init__()
+        if not isinstance(n_outputs, int) or isinstance(n_outputs, bool) or n_outputs < 1:
+            raise ValueError(f"n_outputs must be an integer >= 1, got {n_outputs!r}")
+        self.encoder = TIMNet(cfg)
+        self.head = nn.Linear(cfg.channels, n_outputs)
+        _keras_init(self.head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))  # (B, T, F) -> (B, C) -> (B, n_outputs)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameters. BatchNorm running mean/variance are buffers, not parameters, so they are never
+    counted (Keras' summary lists them as "non-trainable params")."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def timnet_parameter_count(cfg: TIMNetConfig, n_outputs: int | None = None) -> int:
+    """Parameters of TIMNet (n_outputs None) or TIMNetClassifier(cfg, n_outputs), by formula.
+
+    With F = in_features, C = channels, S = scales, k = kernel_size, L = convs_per_block, n = n_outputs:
+
+    - input 1x1 conv, per stream:     F*C weights + C biases                    = F*C + C
+    - one causal conv in a block:     C*C*k weights + C biases                  = k*C^2 + C
+    - its BatchNorm:                  C scales (gamma) + C shifts (beta)        = 2*C
+    - one block:                      L * (k*C^2 + C + 2*C)                     = L*(k*C^2 + 3*C)
+    - one stream:                     F*C + C + S * L*(k*C^2 + 3*C)
+    - two streams, separate weights:  2 * (F*C + C + S*L*(k*C^2 + 3*C))
+    - scale weights:                  S
+    - head:                           C*n weights + n biases                    = C*n + n
+
+    e.g. log-mel F=24, C=64, S=7, k=2, L=3, n=8: 2*(1600 + 7*25152) + 7 + 520 = 355,855.
+    """
+    f, c, s, k, convs = cfg.in_features, cfg.channels, cfg.scales, cfg.kernel_size, cfg.convs_per_block
+    block = convs * (k * c * c + 3 * c)
+    stream = f * c + c + s * block
+    total = 2 * stream + s
+    if n_outputs is not None:
+        total += c * n_outputs + n_outputs
+    return total

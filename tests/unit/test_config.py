@@ -1,0 +1,91 @@
+import pytest
+import yaml
+
+from avemotion import config as C
+
+
+def test_full_config_is_valid_and_holds_table3(full_config):
+    hp = full_config["training"]["hyperparameters"]["lms"]
+    assert hp["binary"] == {"learning_rate": 0.001, "batch_size": 64, "epochs": 100, "scales": 7, "channels": 64}
+    assert C.folds_of(full_config)[0] == (2, 5, 14, 15, 16)
+
+
+def test_demo_overlay_is_valid(root):
+    cfg = C.load_config(root / "config.yaml", root / "workflow/profiles/demo/demo.yaml")
+    assert cfg["data"]["demo"] is not None
+    # the overlay only overrides: untouched keys keep the full config's values
+    assert cfg["features"]["lms"]["n_mels"] == 24
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"training": {"learnig_rate": 1}}, "training"),
+        ({"training": {"hyperparameters": {"lms": {"binary": {"epochs": 0}}}}}, "training.hyperparameters.lms"),
+        ({"model": {"dropout": 1.5}}, "model.dropout"),
+        ({"training": {"device": "tpu"}}, "training.device"),
+        ({"features": {"lms": {"frames_rule": "pad"}}}, "features.lms.frames_rule"),
+        ({"data": {"actors": [0]}}, "data.actors.0"),
+        ({"unknown_section": 1}, "<top level>"),
+    ],
+)
+def test_bad_values_name_the_key(root, overrides, key):
+    with pytest.raises(C.ConfigError, match=f"config key '{key}"):
+        C.load_config(root / "config.yaml", overrides=overrides)
+
+
+def test_fold_leak_is_refused(root):
+    with pytest.raises(C.ConfigError, match="actor 2 is in fold 0 and fold 1"):
+        C.load_config(root / "config.yaml", overrides={"folds": {"1": [2, 3, 6, 7, 13, 18]}})
+
+
+def test_actor_in_no_fold_is_refused(root):
+    with pytest.raises(C.ConfigError, match=r"actors \[22\] of data.actors are in no fold"):
+        C.load_config(root / "config.yaml", overrides={"folds": {"4": [1, 4, 9]}})
+
+
+def test_too_many_scales_for_the_frames(root):
+    bad = {"training": {"hyperparameters": {"lms": {"multiclass": {"scales": 8}}}}}
+    with pytest.raises(C.ConfigError, match=r"lms.multiclass.scales.*2\^7 below the 88 frames"):
+        C.load_config(root / "config.yaml", overrides=bad)
+
+
+def test_unknown_experiment_feature(root):
+    with pytest.raises(C.ConfigError, match="experiments.table2.*unknown feature 'mfcc'"):
+        C.load_config(root / "config.yaml", overrides={"experiments": {"table2": ["mfcc"]}})
+
+
+def test_deep_update_merges_recursively():
+    assert C.deep_update({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
+
+
+def test_train_spec_round_trip(full_config):
+    spec = C.train_spec(full_config, "lms", "binary", "angry", 3)
+    assert spec.test_actors == (8, 17, 21, 23, 24)
+    assert spec.learning_rate == 0.001 and spec.scales == 7 and spec.convs_per_block == 3
+    assert (spec.beta1, spec.beta2) == (0.93, 0.98)
+    assert C.TrainSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(("task", "target"), [("binary", "all"), ("multiclass", "angry"), ("regression", "all")])
+def test_train_spec_rejects_mismatched_targets(full_config, task, target):
+    with pytest.raises(C.ConfigError):
+        C.train_spec(full_config, "lms", task, target, 0)
+
+
+def test_schema_declares_draft_2020_12_and_closes_every_object(root):
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+    def objects(node, path="#"):
+        if isinstance(node, dict):
+            if node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"]):
+                yield path, node
+            for k, v in node.items():
+                yield from objects(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from objects(v, f"{path}/{i}")
+
+    for path, node in objects(schema):
+        assert "additionalProperties" in node, path

@@ -1,0 +1,74 @@
+import json
+from pathlib import Path
+
+from avemotion import config as avcfg, paper, runs
+
+avcfg.check_config(config)
+
+ACTORS = [f"{a:02d}" for a in config["data"]["actors"]]
+FOLDS = sorted(avcfg.folds_of(config))
+DEMO = config["data"]["demo"] is not None
+ARCHIVES_DIR = "results/demo/archives" if DEMO else config["data"]["archives_dir"]
+ACTOR_ARGS = " ".join(str(a) for a in config["data"]["actors"])
+DEMO_ARGS = (
+    " ".join(
+        f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in config["data"]["demo"].items()
+    )
+    + f" --actors {ACTOR_ARGS}"
+    if DEMO
+    else ""
+)
+TABLE1 = avcfg.implemented_configurations(config, "table1")
+TABLE2 = avcfg.implemented_configurations(config, "table2")
+MLFLOW_URI = runs.tracking_uri(config["mlflow"]["tracking_uri"], Path.cwd())
+MLFLOW_INIT = (
+    f"python -m avemotion.runs init --uri '{MLFLOW_URI}' "
+    f"--prefix {config['mlflow']['experiment_prefix']}"
+)
+TABLES = expand("results/tables/table{n}.{ext}", n=(1, 2), ext=("csv", "md"))
+FEATURES = sorted({f for name in TABLE1 + TABLE2 for f in name.split("+")})
+
+
+wildcard_constraints:
+    actor=r"\d{2}",
+    fold=r"\d",
+    feature=r"[a-z0-9_]+",
+    configuration=r"[a-z0-9_]+(\+[a-z0-9_]+)*",
+    task="binary|multiclass",
+    target="|".join((*paper.CLASSES, "all")),
+
+
+def train_metrics():
+    """metrics.json of every fold job the tables need (from the registry and config experiments)."""
+    binary = expand(
+        "results/train/{configuration}/binary/{target}/fold{fold}/metrics.json",
+        configuration=TABLE1,
+        target=paper.CLASSES,
+        fold=FOLDS,
+    )
+    multiclass = expand(
+        "results/train/{configuration}/multiclass/all/fold{fold}/metrics.json",
+        configuration=TABLE2,
+        fold=FOLDS,
+    )
+    return binary + multiclass
+
+
+def configuration_features(wildcards):
+    keys = wildcards.configuration.split("+")
+    return {
+        "features": expand("results/features/{feature}/features.npy", feature=keys),
+        "index": expand("results/features/{feature}/index.csv", feature=keys),
+    }
+
+
+def train_spec_json(wildcards):
+    spec = avcfg.train_spec(
+        config,
+        wildcards.configuration,
+        wildcards.task,
+        wildcards.target,
+        int(wildcards.fold),
+    )
+    return spec.to_json()

@@ -1,0 +1,44 @@
+rule extract_audio:
+    input:
+        clips="results/clips/clips.csv",
+        videos="results/clips/Actor_{actor}",
+    output:
+        "results/audio/Actor_{actor}.npz",
+    log:
+        "logs/extract_audio/{actor}.log",
+    benchmark:
+        "benchmarks/extract_audio/{actor}.tsv"
+    conda:
+        "../../envs/avemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m avemotion.audio --clips {input.clips} --actor {wildcards.actor}"
+        " --out {output} > {log} 2>&1"
+
+
+rule extract_features:
+    input:
+        clips="results/clips/clips.csv",
+        audio=expand("results/audio/Actor_{actor}.npz", actor=ACTORS),
+    output:
+        features="results/features/{feature}/features.npy",
+        index="results/features/{feature}/index.csv",
+    log:
+        "logs/extract_features/{feature}.log",
+    benchmark:
+        "benchmarks/extract_features/{feature}.tsv"
+    conda:
+        "../../envs/avemotion.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        config=lambda w: json.dumps(config["features"][w.feature]),
+    shell:
+        "python -m avemotion.features {wildcards.feature} --clips {input.clips}"
+        " --audio {input.audio} --params {params.config:q} --threads {threads}"
+        " --out {output.features} --index {output.index} > {log} 2>&1"
