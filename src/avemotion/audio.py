@@ -74,6 +74,16 @@ def probe_video_frames(path: Path) -> int:
         raise AudioError(f"{path}: cannot read the video ({e}); the file is corrupt or truncated") from None
 
 
+def to_float(data: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [-1, 1]: integer PCM is scaled by its full range (int16 / 32768), float kept."""
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        if info.min == 0:  # unsigned (u8): centred on its midpoint
+            return ((data.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)).astype(np.float32)
+        return (data.astype(np.float32) / -float(info.min)).astype(np.float32)
+    return data.astype(np.float32, copy=False)
+
+
 def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     """Decode the audio track as float32 (channels, samples) on the container time axis (sample 0 = 0 s)."""
     try:
@@ -88,7 +98,7 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
                 if not frame.format.is_planar:
                     data = data.reshape(-1, len(frame.layout.channels)).T
                 start = 0 if frame.pts is None else round(Fraction(frame.pts) * frame.time_base * rate)
-                chunks.append((start, data.astype(np.float32, copy=False)))
+                chunks.append((start, to_float(data)))
     except av.error.FFmpegError as e:
         raise AudioError(f"{path}: cannot decode the audio ({e}); the file is corrupt or truncated") from None
     if not chunks:
@@ -132,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = pd.read_csv(args.clips)
     table = table[table["actor"] == args.actor]
+    if table.empty:
+        print(f"error: {args.clips} lists no clip of actor {args.actor}", file=sys.stderr)
+        return 1
     try:
         audio = np.stack([central_audio(Path(p)) for p in table["path"]])
     except AudioError as e:

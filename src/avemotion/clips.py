@@ -53,7 +53,7 @@ class ClipName:
 def parse_clip_name(name: str) -> ClipName:
     """Parse ``MM-VV-EE-II-SS-RR-AA`` (with or without ``.mp4``); a ValueError names the bad part."""
     stem = Path(name).name.removesuffix(".mp4")
-    match = NAME_RE.match(stem)
+    match = NAME_RE.fullmatch(stem)
     if not match:
         raise ValueError(f"{name!r} is not a RAVDESS clip name MM-VV-EE-II-SS-RR-AA")
     clip = ClipName(*(int(g) for g in match.groups()))

@@ -102,9 +102,9 @@ def format_cell(mean: float, std: float, published, digits: int, paper_range=Non
     if math.isnan(mean):
         return NOT_RUN
     text = f"{mean:.{digits}f} ± {std:.{digits}f}"
-    if published is not None:
+    if published is not None and not math.isnan(published):
         return f"{text} (paper {published:.{digits}f}, {mean - published:+.{digits}f})"
-    if paper_range is not None:
+    if isinstance(paper_range, list):
         return f"{text} (paper 0.8?, {paper_range[0]:.2f}-{paper_range[1]:.2f})"
     return f"{text} (paper: not published)"
 

@@ -1,0 +1,139 @@
+"""Tests for avemotion.io: outputs appear whole or not at all, and a failed write leaves the old file alone.
+
+Faults are injected the way they happen in a killed or crashing job: ``np.save`` raising after it has
+written part of the array, and an exception raised inside ``atomic_path`` after the temp file was filled.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avemotion import io
+
+
+def _leftovers(folder: Path, keep: set[str]) -> list[str]:
+    """Every entry in ``folder`` other than ``keep`` (temp files are hidden dot-files, so list all)."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
+
+
+def test_atomic_write_text_creates_parents_and_writes_exact_text(tmp_path):
+    out = tmp_path / "a" / "b" / "table.csv"
+    io.atomic_write_text(out, "clip,row\nx,0\n")
+    assert out.read_text() == "clip,row\nx,0\n"
+    assert _leftovers(out.parent, {"table.csv"}) == []
+
+
+def test_atomic_write_text_replaces_previous_content(tmp_path):
+    out = tmp_path / "t.txt"
+    out.write_text("old, longer content")
+    io.atomic_write_text(out, "new")
+    assert out.read_text() == "new"  # replaced, not overwritten in place (no stale tail)
+    assert _leftovers(tmp_path, {"t.txt"}) == []
+
+
+def test_atomic_write_text_keeps_old_file_when_the_write_raises(tmp_path, monkeypatch):
+    out = tmp_path / "t.txt"
+    out.write_text("previous")
+
+    def half_write(self: Path, text: str) -> int:
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])  # a partial file exists on disk when the failure hits
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write_text(out, "new content that never lands")
+    monkeypatch.undo()
+    assert out.read_text() == "previous"
+    assert _leftovers(tmp_path, {"t.txt"}) == []
+
+
+def test_atomic_save_npy_round_trips_dtype_shape_and_values(tmp_path):
+    a = np.arange(2 * 88 * 24, dtype=np.float32).reshape(2, 88, 24) / 7
+    out = tmp_path / "features.npy"
+    io.atomic_save_npy(out, a)
+    b = np.load(out)
+    assert b.dtype == np.float32 and b.shape == (2, 88, 24)
+    np.testing.assert_array_equal(b, a)
+    assert _leftovers(tmp_path, {"features.npy"}) == []
+
+
+def test_atomic_save_npy_keeps_old_file_when_np_save_raises_midway(tmp_path, monkeypatch):
+    out = tmp_path / "features.npy"
+    old = np.array([1.5, 2.5, 3.5])
+    np.save(out, old)
+    real_save = np.save
+    written: list[int] = []
+
+    def crashing_save(f, array):
+        f.write(b"\x93NUMPY partial header")  # bytes reach the temp file before the crash
+        written.append(f.tell())
+        raise RuntimeError("killed while saving")
+
+    monkeypatch.setattr(np, "save", crashing_save)
+    with pytest.raises(RuntimeError, match="killed while saving"):
+        io.atomic_save_npy(out, np.zeros((1000, 1000)))
+    monkeypatch.setattr(np, "save", real_save)
+    assert written == [21]  # the fault really fired after a partial write
+    np.testing.assert_array_equal(np.load(out), old)
+    assert _leftovers(tmp_path, {"features.npy"}) == []
+
+
+def test_atomic_save_npy_leaves_nothing_when_there_was_no_previous_file(tmp_path, monkeypatch):
+    def crashing_save(f, array):
+        f.write(b"partial")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(np, "save", crashing_save)
+    with pytest.raises(RuntimeError):
+        io.atomic_save_npy(tmp_path / "new.npy", np.ones(3))
+    assert _leftovers(tmp_path, set()) == []
+
+
+def test_atomic_save_npz_round_trips_named_arrays(tmp_path):
+    out = tmp_path / "Actor_01.npz"
+    clips = np.array(["01-01-01-01-01-01-01", "01-01-05-02-01-02-01"])
+    audio = np.linspace(-1, 1, 2 * 10, dtype=np.float32).reshape(2, 10)
+    io.atomic_save_npz(out, clips=clips, audio=audio)
+    with np.load(out) as data:
+        assert sorted(data.files) == ["audio", "clips"]
+        assert data["clips"].tolist() == clips.tolist()
+        np.testing.assert_array_equal(data["audio"], audio)
+    assert _leftovers(tmp_path, {"Actor_01.npz"}) == []
+
+
+def test_atomic_path_yields_a_temp_beside_the_target_and_replaces_on_success(tmp_path):
+    out = tmp_path / "x.bin"
+    with io.atomic_path(out) as tmp:
+        assert tmp.parent == tmp_path and tmp != out
+        assert tmp.exists() and not out.exists()  # nothing visible under the final name while writing
+        tmp.write_bytes(b"\x00\x01\x02")
+    assert out.read_bytes() == b"\x00\x01\x02"
+    assert not tmp.exists()
+
+
+def test_atomic_path_removes_the_temp_and_keeps_old_file_on_error(tmp_path):
+    out = tmp_path / "x.bin"
+    out.write_bytes(b"old")
+    with pytest.raises(KeyError), io.atomic_path(out) as tmp:
+        tmp.write_bytes(b"new, complete, but the job failed after writing")
+        raise KeyError("later failure")
+    assert out.read_bytes() == b"old"
+    assert not tmp.exists()
+    assert _leftovers(tmp_path, {"x.bin"}) == []
+
+
+# tempfile.mkstemp creates the temp file with mode 0o600 and os.replace keeps it: atomic outputs must still get
+# a plain write's 0o666 & ~umask, or results cannot be read by a group on a shared cluster.
+def test_atomic_write_text_gives_the_same_permissions_as_a_plain_write(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = tmp_path / "atomic.txt"
+    io.atomic_write_text(atomic, "x")
+    expected = stat.S_IMODE(os.stat(plain).st_mode)
+    assert stat.S_IMODE(os.stat(atomic).st_mode) == expected

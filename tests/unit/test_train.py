@@ -1,0 +1,159 @@
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from avemotion import paper, train
+from avemotion.config import train_spec
+
+
+def toy_table(actors=range(1, 25), per_class=1):
+    rows = [
+        {"clip": f"{a:02d}-{e}-{i}", "actor": a, "emotion": e, "label": paper.CLASSES.index(e)}
+        for a in actors
+        for e in paper.CLASSES
+        for i in range(per_class)
+    ]
+    return pd.DataFrame(rows)
+
+
+def separable_features(table, seed=0, frames=32, dims=8):
+    """Class c raises feature dims c (mod dims) in every frame: learnable, with noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(len(table), frames, dims)).astype(np.float32)
+    labels = table["label"].to_numpy()
+    x[np.arange(len(table)), :, labels % dims] += 3.0
+    return x
+
+
+def small_spec(config, task, target, fold=0, **changes):
+    spec = train_spec(config, "lms", task, target, fold)
+    base = {"epochs": 15, "channels": 8, "scales": 3, "batch_size": 32, "learning_rate": 0.01, "device": "cpu"}
+    return dataclasses.replace(spec, **{**base, **changes})
+
+
+def test_confusion_and_metrics_by_hand():
+    y_true = np.array([0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 1, 1, 2, 2])
+    cm = train.confusion_matrix(y_true, y_pred, 3)
+    assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert train.accuracy(cm) == pytest.approx(4 / 6)
+    # F1: class0 2*2/(3+2)=0.8, class1 2*1/(2+2)=0.5, class2 2*1/(1+2)=2/3
+    assert train.macro_f1(cm) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_balanced_weights_by_hand():
+    w = train.balanced_weights(np.array([0, 0, 0, 1]), 2)
+    # n / (2 n_c): 4/6 and 4/2; weighted class totals equal
+    assert w.tolist() == pytest.approx([4 / 6, 2.0])
+    with pytest.raises(train.TrainingError, match="a class has no training sample"):
+        train.balanced_weights(np.array([0, 0]), 2)
+
+
+def test_targets():
+    table = toy_table(actors=[1])
+    assert train.targets(table, "multiclass", "all").tolist() == list(range(8))
+    assert train.targets(table, "binary", "happy").tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+
+
+def test_standardizer_uses_training_statistics():
+    x = np.stack([np.full((2, 3), 1.0), np.full((2, 3), 3.0)]).astype(np.float32)
+    mean, std = train.standardizer(x)
+    assert mean.tolist() == [2.0, 2.0, 2.0] and std.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_multiclass_learns_separable_data_and_never_sees_the_test_fold(full_config):
+    table = toy_table(per_class=2)
+    x = separable_features(table)
+    spec = small_spec(full_config, "multiclass", "all", fold=3)
+    result = train.train_job(spec, table, x)
+    test_actors = set(result["predictions"]["actor"])
+    assert test_actors == set(paper.FOLDS[3])
+    assert result["metrics"]["n_test"] == 5 * 16 and result["metrics"]["n_train"] == 19 * 16
+    assert result["metrics"]["accuracy"] > 0.9
+    history = result["history"]
+    best = result["metrics"]["best_epoch"]
+    assert history["train_loss"].min() == history.loc[best - 1, "train_loss"]
+
+
+def test_test_features_do_not_influence_training(full_config):
+    """Changing the test fold's features changes nothing but its predictions (no leak via standardisation)."""
+    table = toy_table()
+    x = separable_features(table)
+    spec = small_spec(full_config, "binary", "angry", epochs=3)
+    a = train.train_job(spec, table, x)
+    x2 = x.copy()
+    x2[table["actor"].isin(spec.test_actors).to_numpy()] *= 100
+    b = train.train_job(spec, table, x2)
+    pd.testing.assert_frame_equal(a["history"].drop(columns="seconds"), b["history"].drop(columns="seconds"))
+    for k, v in a["checkpoint"]["state_dict"].items():
+        assert torch.equal(v, b["checkpoint"]["state_dict"][k])
+
+
+def test_binary_is_deterministic_and_reports_macro_f1(full_config):
+    table = toy_table(per_class=2)
+    x = separable_features(table)
+    spec = small_spec(full_config, "binary", "sad")
+    a, b = train.train_job(spec, table, x), train.train_job(spec, table, x)
+    assert a["metrics"] == b["metrics"]
+    pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
+    pred = a["predictions"]
+    cm = train.confusion_matrix(pred["true"].to_numpy(), pred["pred"].to_numpy(), 2)
+    assert a["metrics"]["macro_f1"] == pytest.approx(train.macro_f1(cm))
+    assert a["metrics"]["macro_f1"] > 0.8
+    assert list(pred.columns) == ["clip", "actor", "true", "pred", "p_rest", "p_sad"]
+    assert np.allclose(pred["p_rest"] + pred["p_sad"], 1.0)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(full_config):
+    table = toy_table()
+    x = separable_features(table)
+    x[0, 0, 0] = np.nan
+    spec = small_spec(full_config, "multiclass", "all", epochs=2, standardize=False)
+    with pytest.raises(train.TrainingError, match="non-finite training loss.*learning_rate"):
+        train.train_job(spec, table, x)
+
+
+def test_cli_writes_outputs_that_load_with_weights_only(full_config, tmp_path):
+    table = toy_table()
+    table["path"] = table["clip"] + ".mp4"
+    x = separable_features(table, frames=88, dims=24)
+    clips, feats, index, manifest = (tmp_path / n for n in ("clips.csv", "f.npy", "index.csv", "m.json"))
+    table.to_csv(clips, index=False)
+    # features stored in reverse order: the index maps clips to rows
+    np.save(feats, x[::-1].copy())
+    pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))[::-1]}).to_csv(index, index=False)
+    manifest.write_text(json.dumps({"sha256": "0" * 64}))
+    spec = small_spec(full_config, "multiclass", "all", epochs=2)
+    out = tmp_path / "out"
+    argv = ["--spec", spec.to_json(), "--features", str(feats), "--index", str(index), "--clips", str(clips)]
+    assert train.main([*argv, "--manifest", str(manifest), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(train.OUTPUTS)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metric"] == "accuracy" and metrics["value"] == metrics["accuracy"]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["classes"] == list(paper.CLASSES) and ckpt["spec"]["fold"] == 0
+    cm = pd.read_csv(out / "confusion.csv", index_col=0)
+    assert cm.to_numpy().sum() == metrics["n_test"]
+    assert len(pd.read_csv(out / "history.csv")) == 2
+
+
+def test_features_index_must_cover_the_clips(tmp_path):
+    table = toy_table(actors=[1])
+    np.save(tmp_path / "f.npy", np.zeros((7, 4, 2), np.float32))
+    pd.DataFrame({"clip": table["clip"][:7], "row": range(7)}).to_csv(tmp_path / "i.csv", index=False)
+    with pytest.raises(train.TrainingError, match="no row for 1 clips"):
+        train.load_features(tmp_path / "f.npy", tmp_path / "i.csv", table)
+
+
+def test_run_label():
+    from avemotion.config import TrainSpec
+
+    fields = {f.name: 0 for f in dataclasses.fields(TrainSpec)}
+    spec = TrainSpec(**{**fields, "configuration": "lms", "task": "multiclass", "target": "all", "fold": 3})
+    assert train.run_label(spec) == ("table2/lms/multiclass/all/fold3", "Table 2 / LMS / fold 3")
+    spec = dataclasses.replace(spec, task="binary", target="angry")
+    assert train.run_label(spec)[1] == "Table 1 / LMS / angry / fold 3"

@@ -1,0 +1,64 @@
+"""Workflow tests: Snakemake runs on (a subset of) the demo dataset, in a fresh copy of the project."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def copy_project(dest: Path) -> Path:
+    """The workflow files of the project (what a clone has), without results."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("workflow", "envs"):
+        shutil.copytree(ROOT / name, dest / name)
+    return dest
+
+
+def small_config(**data_changes) -> dict:
+    """The full config reduced to 4 actors in 2 folds, 8 clips per actor and a tiny TIM-Net."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["data"].update(
+        {
+            "actors": [1, 2, 3, 4],
+            "archives_dir": "results/demo/archives",
+            "demo": {"seed": 0, "statements": [1], "repetitions": [1], "intensities": [1]},
+            "expected_clips": 32,
+            **data_changes,
+        }
+    )
+    config["folds"] = {"0": [1, 3], "1": [2, 4]}
+    small = {"learning_rate": 0.005, "batch_size": 8, "epochs": 3, "scales": 3, "channels": 8}
+    config["training"]["hyperparameters"]["lms"] = {"binary": small, "multiclass": small}
+    return config
+
+
+def snakemake(project: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(project), "MLFLOW_TRACKING_URI": ""}
+    return subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "2", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One complete small demo run shared by the tests that inspect its results."""
+    project = copy_project(tmp_path_factory.mktemp("demo") / "project")
+    (project / "config.yaml").write_text(yaml.safe_dump(small_config()))
+    result = snakemake(project)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return project, result

@@ -1,0 +1,160 @@
+import json
+import re
+import sqlite3
+import zipfile
+
+import pandas as pd
+import pytest
+import yaml
+
+from avemotion import paper
+
+from .conftest import copy_project, small_config, snakemake
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a Snakemake run or dry-run."""
+    table = output.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
+    project = copy_project(tmp_path / "p")
+    result = snakemake(project, "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert counts["download_archive"] == 24 and counts["extract_clips"] == 24 and counts["extract_audio"] == 24
+    assert counts["extract_features"] == 1
+    assert counts["train_model"] == 8 * 5 + 5  # LMS: 8 emotions x 5 folds binary + 5 folds 8-class
+    assert "make_demo_archives" not in counts
+    assert "zenodo.org/records/1188976/files/Video_Speech_Actor_07.zip" in result.stdout
+
+
+def test_demo_subset_runs_from_archives_to_tables(demo_run):
+    project, result = demo_run
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["train_model"] == 8 * 2 + 2
+    t1 = pd.read_csv(project / "results/tables/table1.csv")
+    lms = t1[t1.configuration == "lms"]
+    assert lms["mean"].notna().all() and (lms["n_folds"] == 2).all()
+    assert t1[t1.configuration != "lms"]["mean"].isna().all()
+    # the table cells are the mean of the fold metrics
+    folds = [
+        json.loads((project / f"results/train/lms/binary/angry/fold{k}/metrics.json").read_text())["macro_f1"]
+        for k in (0, 1)
+    ]
+    assert lms[lms.emotion == "angry"]["mean"].iloc[0] == pytest.approx(sum(folds) / 2, abs=1e-4)
+    md2 = (project / "results/tables/table2.md").read_text()
+    assert re.search(r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| not run \|", md2)
+    clips = pd.read_csv(project / "results/clips/clips.csv")
+    assert len(clips) == 32 and set(clips.emotion) == set(paper.CLASSES)
+    assert (clips.set_index("actor").fold.groupby(level=0).first().to_dict()) == {1: 0, 2: 1, 3: 0, 4: 1}
+    features = __import__("numpy").load(project / "results/features/lms/features.npy")
+    assert features.shape == (32, 88, 24)
+
+
+def mlflow_runs(project):
+    with sqlite3.connect(project / "results/mlflow/mlflow.db") as db:
+        return db.execute(
+            "select e.name, r.name, r.status, r.lifecycle_stage, t.value from runs r "
+            "join experiments e on e.experiment_id = r.experiment_id "
+            "join tags t on t.run_uuid = r.run_uuid and t.key = 'avemotion.job'"
+        ).fetchall()
+
+
+def test_every_fold_job_is_one_finished_mlflow_run(demo_run):
+    project, _ = demo_run
+    rows = mlflow_runs(project)
+    active = [r for r in rows if r[3] == "active"]
+    assert len(active) == 18 and len({r[4] for r in active}) == 18
+    assert all(r[2] == "FINISHED" for r in active)
+    assert {r[0] for r in active} == {"avemotion/table1-binary", "avemotion/table2-multiclass"}
+    assert "Table 2 / LMS / fold 1" in {r[1] for r in active}
+
+
+def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):
+    project, _ = demo_run
+    again = snakemake(project)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    target = "results/train/lms/multiclass/all/fold1/metrics.json"
+    before = json.loads((project / target).read_text())
+    forced = snakemake(project, "--forcerun", "train_model", "--until", "train_model", target)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    after = json.loads((project / target).read_text())
+    assert after["accuracy"] == before["accuracy"]  # deterministic on CPU
+    job = [r for r in mlflow_runs(project) if r[4] == "table2/lms/multiclass/all/fold1"]
+    assert [r[3] for r in job].count("active") == 1 and len(job) == 2
+
+
+def test_report_builds(demo_run):
+    project, _ = demo_run
+    result = snakemake(project, "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (project / "results/report.html").stat().st_size > 10_000
+
+
+def test_bad_config_key_fails_before_any_job(tmp_path):
+    project = copy_project(tmp_path / "p")
+    config = small_config()
+    config["training"]["learnig_rate"] = 0.1
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(project)
+    assert result.returncode != 0
+    assert "learnig_rate" in result.stderr
+    assert not (project / "results").exists()
+
+
+def test_out_of_range_value_names_the_key(tmp_path):
+    project = copy_project(tmp_path / "p")
+    config = small_config()
+    config["training"]["hyperparameters"]["lms"]["binary"]["batch_size"] = 0
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(project, "-n")
+    assert result.returncode != 0
+    assert "batch_size" in result.stderr and "minimum" in result.stderr
+
+
+def test_corrupt_archive_fails_clearly_and_leaves_nothing(demo_run, tmp_path):
+    demo_project, _ = demo_run
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for actor in (1, 2, 3, 4):
+        name = f"Video_Speech_Actor_{actor:02d}.zip"
+        data = (demo_project / "results/demo/archives" / name).read_bytes()
+        (archives / name).write_bytes(data[: len(data) // 2] if actor == 3 else data)
+    project = copy_project(tmp_path / "p")
+    config = small_config(archives_dir=str(archives), demo=None)
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(project, "--keep-going", "results/clips/clips.csv")
+    assert result.returncode != 0
+    log = (project / "logs/extract_clips/03.log").read_text()
+    assert "Video_Speech_Actor_03.zip" in log
+    assert not (project / "results/clips/Actor_03").exists()
+    assert not any(p.name.startswith(".tmp") for p in (project / "results/clips").iterdir())
+    assert (project / "results/clips/Actor_01").is_dir()  # the good archives are done
+
+
+def test_truncated_mp4_fails_with_the_file_named(demo_run, tmp_path):
+    demo_project, _ = demo_run
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for actor in (1, 2, 3, 4):
+        name = f"Video_Speech_Actor_{actor:02d}.zip"
+        src = demo_project / "results/demo/archives" / name
+        if actor != 2:
+            (archives / name).write_bytes(src.read_bytes())
+            continue
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(archives / name, "w") as zout:
+            for info in zin.infolist():
+                data = zin.read(info)
+                if info.filename.endswith("01-01-03-01-01-01-02.mp4"):
+                    data = data[: len(data) // 3]
+                zout.writestr(info, data)
+    project = copy_project(tmp_path / "p")
+    (project / "config.yaml").write_text(yaml.safe_dump(small_config(archives_dir=str(archives), demo=None)))
+    result = snakemake(project, "--keep-going", "results/audio/Actor_02.npz", "results/audio/Actor_01.npz")
+    assert result.returncode != 0
+    log = (project / "logs/extract_audio/02.log").read_text()
+    assert "01-01-03-01-01-01-02.mp4" in log and "truncated" in log
+    assert not (project / "results/audio/Actor_02.npz").exists()
+    assert (project / "results/audio/Actor_01.npz").exists()
