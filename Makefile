@@ -10,7 +10,8 @@ CORES ?= 2
 # Rules run `python -m avemotion...`: the venv's python must come first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint unit workflow-test mlflow-ui report dry-run clean-demo
+# Full reproduction on real RAVDESS (downloads the archives unless data.archives_dir is set).
+.PHONY: setup demo reproduce test lint unit workflow-test mlflow-ui report dry-run clean-demo
 
 setup: $(STAMP)
 
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/demo --cores $(CORES)
+
+reproduce: setup
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default
 
 dry-run: setup
 	$(BIN)/snakemake -n

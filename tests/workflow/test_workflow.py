@@ -20,7 +20,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     project = copy_project(tmp_path / "p")
-    result = snakemake(project, "-n")
+    result = snakemake(project, "-n", "-p")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     assert counts["download_archive"] == 24 and counts["extract_clips"] == 24 and counts["extract_audio"] == 24
@@ -78,7 +78,7 @@ def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     target = "results/train/lms/multiclass/all/fold1/metrics.json"
     before = json.loads((project / target).read_text())
-    forced = snakemake(project, "--forcerun", "train_model", "--until", "train_model", target)
+    forced = snakemake(project, "--force", target)
     assert forced.returncode == 0, forced.stderr[-3000:]
     after = json.loads((project / target).read_text())
     assert after["accuracy"] == before["accuracy"]  # deterministic on CPU
@@ -100,7 +100,7 @@ def test_bad_config_key_fails_before_any_job(tmp_path):
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(project)
     assert result.returncode != 0
-    assert "learnig_rate" in result.stderr
+    assert "learnig_rate" in result.stdout + result.stderr
     assert not (project / "results").exists()
 
 
@@ -111,7 +111,8 @@ def test_out_of_range_value_names_the_key(tmp_path):
     (project / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(project, "-n")
     assert result.returncode != 0
-    assert "batch_size" in result.stderr and "minimum" in result.stderr
+    output = result.stdout + result.stderr
+    assert "batch_size" in output and "minimum" in output
 
 
 def test_corrupt_archive_fails_clearly_and_leaves_nothing(demo_run, tmp_path):
