@@ -64,7 +64,9 @@ def probe_video_frames(path: Path) -> int:
                 raise AudioError(f"{path}: no video stream")
             stream = container.streams.video[0]
             if stream.average_rate and round(float(stream.average_rate)) != paper.FPS:
-                raise AudioError(f"{path}: video is {float(stream.average_rate):.2f} fps, expected {paper.FPS}")
+                raise AudioError(
+                    f"{path}: video is {float(stream.average_rate):.2f} fps, expected {paper.FPS}"
+                )
             if stream.frames:
                 return int(stream.frames)
             if stream.duration is None or stream.time_base is None:
@@ -135,7 +137,9 @@ def central_audio(path: Path) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips", type=Path, required=True, help="clip table (clips.csv)")
     parser.add_argument("--actor", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help=".npz with 'clips' and 'audio'")

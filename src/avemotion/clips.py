@@ -129,7 +129,9 @@ def data_manifest(records: list[Path]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips-dir", type=Path, nargs="+", required=True)
     parser.add_argument("--records", type=Path, nargs="+", required=True)
     parser.add_argument("--folds", required=True, help="JSON object fold -> test actors")

@@ -118,9 +118,7 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
 def table1_markdown(long: pd.DataFrame) -> str:
     body = []
     for (modality, kind, label), group in long.groupby(["modality", "type", "features"], sort=False):
-        cells = [
-            format_cell(r.mean, r.std, r.paper, 2, r.paper_range) for r in group.itertuples(index=False)
-        ]
+        cells = [format_cell(r.mean, r.std, r.paper, 2, r.paper_range) for r in group.itertuples(index=False)]
         body.append([modality, kind, label, *cells])
     title = "Table 1 — binary (one emotion vs rest), macro-F1, mean ± std over folds; paper value and ours − paper\n\n"
     return title + markdown_table(["modality", "type", "features", *paper.CLASSES], body)
@@ -139,7 +137,9 @@ def table2_markdown(long: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--metrics", type=Path, nargs="*", default=[])
     parser.add_argument("--folds", type=int, required=True, help="number of folds a complete cell has")
     parser.add_argument("--out-dir", type=Path, required=True)

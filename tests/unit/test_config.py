@@ -6,7 +6,13 @@ from avemotion import config as C
 
 def test_full_config_is_valid_and_holds_table3(full_config):
     hp = full_config["training"]["hyperparameters"]["lms"]
-    assert hp["binary"] == {"learning_rate": 0.001, "batch_size": 64, "epochs": 100, "scales": 7, "channels": 64}
+    assert hp["binary"] == {
+        "learning_rate": 0.001,
+        "batch_size": 64,
+        "epochs": 100,
+        "scales": 7,
+        "channels": 64,
+    }
     assert C.folds_of(full_config)[0] == (2, 5, 14, 15, 16)
 
 
@@ -21,7 +27,10 @@ def test_demo_overlay_is_valid(root):
     ("overrides", "key"),
     [
         ({"training": {"learnig_rate": 1}}, "training"),
-        ({"training": {"hyperparameters": {"lms": {"binary": {"epochs": 0}}}}}, "training.hyperparameters.lms"),
+        (
+            {"training": {"hyperparameters": {"lms": {"binary": {"epochs": 0}}}}},
+            "training.hyperparameters.lms",
+        ),
         ({"model": {"dropout": 1.5}}, "model.dropout"),
         ({"training": {"device": "tpu"}}, "training.device"),
         ({"features": {"lms": {"frames_rule": "pad"}}}, "features.lms.frames_rule"),
@@ -51,7 +60,7 @@ def test_too_many_scales_for_the_frames(root):
 
 
 def test_unknown_experiment_feature(root):
-    with pytest.raises(C.ConfigError, match="experiments.table2.*unknown feature 'mfcc'"):
+    with pytest.raises(C.ConfigError, match=r"experiments\.table2.*unknown feature 'mfcc'"):
         C.load_config(root / "config.yaml", overrides={"experiments": {"table2": ["mfcc"]}})
 
 
@@ -67,7 +76,9 @@ def test_train_spec_round_trip(full_config):
     assert C.TrainSpec.from_json(spec.to_json()) == spec
 
 
-@pytest.mark.parametrize(("task", "target"), [("binary", "all"), ("multiclass", "angry"), ("regression", "all")])
+@pytest.mark.parametrize(
+    ("task", "target"), [("binary", "all"), ("multiclass", "angry"), ("regression", "all")]
+)
 def test_train_spec_rejects_mismatched_targets(full_config, task, target):
     with pytest.raises(C.ConfigError):
         C.train_spec(full_config, "lms", task, target, 0)
@@ -79,7 +90,9 @@ def test_schema_declares_draft_2020_12_and_closes_every_object(root):
 
     def objects(node, path="#"):
         if isinstance(node, dict):
-            if node.get("type") == "object" or (isinstance(node.get("type"), list) and "object" in node["type"]):
+            if node.get("type") == "object" or (
+                isinstance(node.get("type"), list) and "object" in node["type"]
+            ):
                 yield path, node
             for k, v in node.items():
                 yield from objects(v, f"{path}/{k}")

@@ -38,7 +38,9 @@ def test_finished_run_holds_params_curves_metrics_artifacts(store):
     uri, ids, tmp_path = store
     artifact = tmp_path / "predictions.csv"
     artifact.write_text("clip,pred\n")
-    with runs.job_run(uri, "t/table2-multiclass", "table2/lms/fold0", "Table 2 / LMS / fold 0", {"fold": "0"}) as run:
+    with runs.job_run(
+        uri, "t/table2-multiclass", "table2/lms/fold0", "Table 2 / LMS / fold 0", {"fold": "0"}
+    ) as run:
         run.log_params({f"p{i}": i for i in range(150)})  # more than one batch
         run.log_metrics([{"epoch": e, "train_loss": 1.0 / e} for e in range(1, 6)], step_key="epoch")
         run.log_metrics([{"test_accuracy": 0.5}])
@@ -77,9 +79,11 @@ def test_failed_and_killed_runs_are_marked(store):
 
 def test_missing_experiment_is_a_clear_error(store):
     uri, _, _ = store
-    with pytest.raises(runs.TrackingError, match="created by the workflow's onstart step"):
-        with runs.job_run(uri, "t/unknown", "job", "x", {}):
-            pass
+    with (
+        pytest.raises(runs.TrackingError, match="created by the workflow's onstart step"),
+        runs.job_run(uri, "t/unknown", "job", "x", {}),
+    ):
+        pass
 
 
 def _log_one(args):

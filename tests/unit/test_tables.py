@@ -13,7 +13,9 @@ def write_metrics(tmp_path, configuration, task, target, values):
         path = tmp_path / configuration / task / target / f"fold{fold}" / "metrics.json"
         path.parent.mkdir(parents=True)
         path.write_text(
-            json.dumps({"configuration": configuration, "task": task, "target": target, "fold": fold, "value": value})
+            json.dumps(
+                {"configuration": configuration, "task": task, "target": target, "fold": fold, "value": value}
+            )
         )
         paths.append(path)
     return paths
@@ -41,7 +43,9 @@ def test_tables_from_hand_made_fold_metrics(tmp_path):
     assert len(t2) == 23
     cell = t2[t2.configuration == "lms"].iloc[0]
     # accuracy in %: mean 70, sample std sqrt(0.025) * 100
-    assert cell["mean"] == pytest.approx(70.0) and cell["std"] == pytest.approx(100 * math.sqrt(0.025), abs=1e-3)
+    assert cell["mean"] == pytest.approx(70.0) and cell["std"] == pytest.approx(
+        100 * math.sqrt(0.025), abs=1e-3
+    )
     assert cell["difference"] == pytest.approx(70.0 - 65.6, abs=1e-3)
     md1 = (tmp_path / "t" / "table1.md").read_text()
     assert "| audio | speech | LMS | 0.80 ± 0.16 (paper 0.83, -0.03) | not run |" in md1
@@ -59,7 +63,10 @@ def test_uncertain_published_value_is_shown_as_a_range(tmp_path):
 
 def test_duplicate_fold_metrics_are_an_error(tmp_path, capsys):
     paths = write_metrics(tmp_path, "lms", "binary", "angry", [0.6])
-    assert tables.main(["--metrics", str(paths[0]), str(paths[0]), "--folds", "5", "--out-dir", str(tmp_path)]) == 1
+    assert (
+        tables.main(["--metrics", str(paths[0]), str(paths[0]), "--folds", "5", "--out-dir", str(tmp_path)])
+        == 1
+    )
     assert "duplicate fold metrics" in capsys.readouterr().err
     assert not (tmp_path / "table1.csv").exists()
 

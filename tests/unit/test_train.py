@@ -31,7 +31,14 @@ def separable_features(table, seed=0, frames=32, dims=8):
 
 def small_spec(config, task, target, fold=0, **changes):
     spec = train_spec(config, "lms", task, target, fold)
-    base = {"epochs": 15, "channels": 8, "scales": 3, "batch_size": 32, "learning_rate": 0.01, "device": "cpu"}
+    base = {
+        "epochs": 15,
+        "channels": 8,
+        "scales": 3,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+        "device": "cpu",
+    }
     return dataclasses.replace(spec, **{**base, **changes})
 
 
@@ -113,7 +120,7 @@ def test_non_finite_loss_stops_with_a_clear_error(full_config):
     x = separable_features(table)
     x[0, 0, 0] = np.nan
     spec = small_spec(full_config, "multiclass", "all", epochs=2, standardize=False)
-    with pytest.raises(train.TrainingError, match="non-finite training loss.*learning_rate"):
+    with pytest.raises(train.TrainingError, match=r"non-finite training loss.*learning_rate"):
         train.train_job(spec, table, x)
 
 

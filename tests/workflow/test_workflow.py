@@ -23,7 +23,9 @@ def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     result = snakemake(project, "-n", "-p")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    assert counts["download_archive"] == 24 and counts["extract_clips"] == 24 and counts["extract_audio"] == 24
+    assert (
+        counts["download_archive"] == 24 and counts["extract_clips"] == 24 and counts["extract_audio"] == 24
+    )
     assert counts["extract_features"] == 1
     assert counts["train_model"] == 8 * 5 + 5  # LMS: 8 emotions x 5 folds binary + 5 folds 8-class
     assert "make_demo_archives" not in counts
@@ -45,7 +47,9 @@ def test_demo_subset_runs_from_archives_to_tables(demo_run):
     ]
     assert lms[lms.emotion == "angry"]["mean"].iloc[0] == pytest.approx(sum(folds) / 2, abs=1e-4)
     md2 = (project / "results/tables/table2.md").read_text()
-    assert re.search(r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| not run \|", md2)
+    assert re.search(
+        r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| not run \|", md2
+    )
     clips = pd.read_csv(project / "results/clips/clips.csv")
     assert len(clips) == 32 and set(clips.emotion) == set(paper.CLASSES)
     assert (clips.set_index("actor").fold.groupby(level=0).first().to_dict()) == {1: 0, 2: 1, 3: 0, 4: 1}
