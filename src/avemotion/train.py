@@ -162,7 +162,7 @@ def fit(
                 "epoch": epoch,
                 "train_loss": epoch_loss,
                 "train_accuracy": correct / n,
-                "seconds": time.perf_counter() - t0,
+                "epoch_seconds": time.perf_counter() - t0,
             }
         )
         if epoch_loss < best_loss:
@@ -353,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
             paths = write_outputs(result, spec, args.out)
             if run is not None:
                 run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
-                run.log_metrics([{f"test_{k}": v for k, v in result["metrics"].items() if k != "device"}])
+                m = result["metrics"]
+                run.log_metrics(
+                    [{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"]}]
+                    + [{k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}]
+                )
                 run.log_artifacts(paths)
     except (TrainingError, runs.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)

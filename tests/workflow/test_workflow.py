@@ -1,7 +1,10 @@
+import hashlib
 import json
 import re
 import sqlite3
+import threading
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -163,3 +166,74 @@ def test_truncated_mp4_fails_with_the_file_named(demo_run, tmp_path):
     assert "01-01-03-01-01-01-02.mp4" in log and "truncated" in log
     assert not (project / "results/audio/Actor_02.npz").exists()
     assert (project / "results/audio/Actor_01.npz").exists()
+
+
+class ArchiveServer(ThreadingHTTPServer):
+    """Serves a folder's archives on 127.0.0.1 with HTTP Range; can cut the first transfer of a file and
+    serve a damaged copy of another."""
+
+    def __init__(self, folder, cut: dict[str, int], damaged: set[str]):
+        super().__init__(("127.0.0.1", 0), ArchiveHandler)
+        self.folder, self.cut, self.damaged, self.requests = folder, dict(cut), damaged, []
+
+
+class ArchiveHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        name = self.path.split("?")[0].rsplit("/", 1)[-1]
+        data = (self.server.folder / name).read_bytes()
+        if name in self.server.damaged:
+            data = data[:1000] + bytes(b ^ 0xFF for b in data[1000:2000]) + data[2000:]
+        rng = self.headers.get("Range")
+        self.server.requests.append((name, rng))
+        start = int(re.fullmatch(r"bytes=(\d+)-", rng)[1]) if rng else 0
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        cut = self.server.cut.pop(name, None)
+        self.wfile.write(data[start:cut])
+        self.close_connection = cut is not None
+
+    def log_message(self, *args):
+        pass
+
+
+def test_download_rule_over_http_resumes_and_refuses_a_corrupt_archive(demo_run, tmp_path):
+    """The download rule's real code path against the demo archives served on 127.0.0.1: actor 2's transfer
+    is cut after 300 kB and resumed with a Range request; actor 3 arrives damaged and fails its md5."""
+    demo_project, _ = demo_run
+    folder = demo_project / "results/demo/archives"
+    md5 = {
+        f"Video_Speech_Actor_{a:02d}.zip": hashlib.md5(
+            (folder / f"Video_Speech_Actor_{a:02d}.zip").read_bytes()
+        ).hexdigest()
+        for a in (1, 2, 3, 4)
+    }
+    server = ArchiveServer(
+        folder, cut={"Video_Speech_Actor_02.zip": 300_000}, damaged={"Video_Speech_Actor_03.zip"}
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        project = copy_project(tmp_path / "p")
+        config = small_config(
+            archives_dir=None, demo=None, base_url=f"http://127.0.0.1:{server.server_address[1]}", md5=md5
+        )
+        (project / "config.yaml").write_text(yaml.safe_dump(config))
+        result = snakemake(project, "--keep-going", "results/clips/clips.csv")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode != 0  # actor 3 cannot be fetched intact
+    assert ("Video_Speech_Actor_02.zip", "bytes=300000-") in server.requests
+    downloads = project / "results/download"
+    got = hashlib.md5((downloads / "Video_Speech_Actor_02.zip").read_bytes()).hexdigest()
+    assert got == md5["Video_Speech_Actor_02.zip"]
+    record = json.loads((downloads / "Video_Speech_Actor_02.json").read_text())
+    assert record["md5"] == got and record["source"].startswith("http://127.0.0.1:")
+    assert (project / "results/clips/Actor_02").is_dir()
+    log = (project / "logs/download_archive/03.log").read_text()
+    assert "Video_Speech_Actor_03.zip" in log and md5["Video_Speech_Actor_03.zip"] in log
+    assert sorted(p.name for p in downloads.iterdir() if "03" in p.name) == []  # no archive, part or record
+    assert not (project / "results/clips/clips.csv").exists()
