@@ -354,10 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             if run is not None:
                 run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
                 m = result["metrics"]
-                run.log_metrics(
-                    [{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"]}]
-                    + [{k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}]
-                )
+                summary = {k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}
+                run.log_metrics([{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], **summary}])
                 run.log_artifacts(paths)
     except (TrainingError, runs.TrackingError) as e:
         print(f"error: {e}", file=sys.stderr)
