@@ -30,6 +30,11 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+# Downloads need the internet, which cluster compute nodes usually lack: they run where Snakemake runs.
+localrules:
+    download_archive,
+
+
 onstart:
     shell(MLFLOW_INIT)
 

@@ -102,3 +102,23 @@ def test_schema_declares_draft_2020_12_and_closes_every_object(root):
 
     for path, node in objects(schema):
         assert "additionalProperties" in node, path
+
+
+def test_config_holds_every_table3_value(full_config):
+    from avemotion import registry
+
+    hp = full_config["training"]["hyperparameters"]
+    assert set(hp) == set(registry.FEATURES)
+    w2v = {"learning_rate": 0.00005, "batch_size": 16, "epochs": 100, "scales": 8, "channels": 64}
+    assert hp["wav2vec2_base"]["binary"] == w2v and hp["wav2vec2_large"]["multiclass"] == w2v
+    resnet = {"learning_rate": 0.0002, "batch_size": 8, "epochs": 60, "scales": 5, "channels": 64}
+    assert hp["face_resnet"]["binary"] == resnet and hp["mouth_resnet"]["multiclass"] == resnet
+    assert hp["eyes_resnet"]["multiclass"] == {**resnet, "channels": 32}  # the paper's 32-channel exception
+    assert (
+        hp["face_kpd"]["binary"]["learning_rate"] == 0.0002
+        and hp["eyes_kpd"]["multiclass"]["learning_rate"] == 0.0005
+    )
+    assert hp["face_au"]["binary"]["epochs"] == 40 and hp["face_au"]["multiclass"]["learning_rate"] == 0.0002
+    fusion = full_config["training"]["fusion"]
+    assert fusion["wav2vec2_large"]["learning_rate"] == 0.0001 and fusion["lms"]["learning_rate"] == 0.002
+    assert fusion["channels"] == {"eyes_kpd+lms": 32}
