@@ -19,6 +19,7 @@ CLI (the ``train_model`` rule)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     try:
-        with tracked or _null_run() as run:
+        with tracked or contextlib.nullcontext() as run:
             if run is not None:
                 manifest = json.loads(args.manifest.read_text())
                 root = Path.cwd()
@@ -365,14 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{run_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, best epoch {m['best_epoch']}"
     )
     return 0
-
-
-class _null_run:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ MLFLOW_INIT = (
     f"--prefix {config['mlflow']['experiment_prefix']}"
 )
 TABLES = expand("results/tables/table{n}.{ext}", n=(1, 2), ext=("csv", "md"))
-FEATURES = sorted({f for name in TABLE1 + TABLE2 for f in name.split("+")})
 
 
 wildcard_constraints:
