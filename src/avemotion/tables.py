@@ -125,13 +125,15 @@ def table1_markdown(long: pd.DataFrame) -> str:
 
 
 def table2_markdown(long: pd.DataFrame) -> str:
+    cells = {(r.visual, r.speech): r for r in long.itertuples(index=False)}
+    columns = [column for column, _ in paper.TABLE2_COLUMNS]
     body = []
-    for row, group in long.groupby("visual", sort=False):
-        body.append([row, *(format_cell(r.mean, r.std, r.paper, 2) for r in group.itertuples(index=False))])
-    columns = [c for c, _ in paper.TABLE2_COLUMNS]
-    for row in body:  # the None/None corner has no configuration
-        if len(row) == len(columns):
-            row.insert(1, "—")
+    for row, _ in paper.TABLE2_ROWS:
+        line = [row]
+        for column in columns:
+            r = cells.get((row, column))  # None for the None/None corner, which has no configuration
+            line.append("—" if r is None else format_cell(r.mean, r.std, r.paper, 2))
+        body.append(line)
     title = "Table 2 — 8-class accuracy %, mean ± std over folds; paper value and ours − paper\n\n"
     return title + markdown_table(["visual \\ speech", *columns], body)
 
