@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,28 @@ def copy_project(dest: Path) -> Path:
         shutil.copy(ROOT / name, dest / name)
     for name in ("workflow", "envs"):
         shutil.copytree(ROOT / name, dest / name)
+    return dest
+
+
+def project_with(dest: Path, config: dict) -> Path:
+    """A project copy at ``dest`` whose config.yaml is ``config``."""
+    project = copy_project(dest)
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    return project
+
+
+def copy_archives(
+    source: Path, dest: Path, damage: dict[str, Callable[[Path, Path], None]] | None = None
+) -> Path:
+    """The four small-demo archives copied to ``dest``, ``damage[name](src, dest)`` writing the damaged copies."""
+    dest.mkdir()
+    for actor in (1, 2, 3, 4):
+        name = f"Video_Speech_Actor_{actor:02d}.zip"
+        src = source / name
+        if damage and name in damage:
+            damage[name](src, dest / name)
+        else:
+            shutil.copy(src, dest / name)
     return dest
 
 
@@ -57,8 +80,7 @@ def snakemake(project: Path, *args: str, timeout: float = 900) -> subprocess.Com
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """One complete small demo run shared by the tests that inspect its results."""
-    project = copy_project(tmp_path_factory.mktemp("demo") / "project")
-    (project / "config.yaml").write_text(yaml.safe_dump(small_config()))
+    project = project_with(tmp_path_factory.mktemp("demo") / "project", small_config())
     result = snakemake(project)
     assert result.returncode == 0, result.stderr[-5000:]
     return project, result

@@ -8,11 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
-import yaml
 
 from avemotion import paper
 
-from .conftest import copy_project, small_config, snakemake
+from .conftest import copy_archives, copy_project, project_with, small_config, snakemake
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -101,10 +100,9 @@ def test_report_builds(demo_run):
 
 
 def test_bad_config_key_fails_before_any_job(tmp_path):
-    project = copy_project(tmp_path / "p")
     config = small_config()
     config["training"]["learnig_rate"] = 0.1
-    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    project = project_with(tmp_path / "p", config)
     result = snakemake(project)
     assert result.returncode != 0
     assert "learnig_rate" in result.stdout + result.stderr
@@ -112,10 +110,9 @@ def test_bad_config_key_fails_before_any_job(tmp_path):
 
 
 def test_out_of_range_value_names_the_key(tmp_path):
-    project = copy_project(tmp_path / "p")
     config = small_config()
     config["training"]["hyperparameters"]["lms"]["binary"]["batch_size"] = 0
-    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    project = project_with(tmp_path / "p", config)
     result = snakemake(project, "-n")
     assert result.returncode != 0
     output = result.stdout + result.stderr
@@ -124,15 +121,15 @@ def test_out_of_range_value_names_the_key(tmp_path):
 
 def test_corrupt_archive_fails_clearly_and_leaves_nothing(demo_run, tmp_path):
     demo_project, _ = demo_run
-    archives = tmp_path / "archives"
-    archives.mkdir()
-    for actor in (1, 2, 3, 4):
-        name = f"Video_Speech_Actor_{actor:02d}.zip"
-        data = (demo_project / "results/demo/archives" / name).read_bytes()
-        (archives / name).write_bytes(data[: len(data) // 2] if actor == 3 else data)
-    project = copy_project(tmp_path / "p")
-    config = small_config(archives_dir=str(archives), demo=None)
-    (project / "config.yaml").write_text(yaml.safe_dump(config))
+
+    def truncate(src, dest):
+        data = src.read_bytes()
+        dest.write_bytes(data[: len(data) // 2])
+
+    archives = copy_archives(
+        demo_project / "results/demo/archives", tmp_path / "archives", {"Video_Speech_Actor_03.zip": truncate}
+    )
+    project = project_with(tmp_path / "p", small_config(archives_dir=str(archives), demo=None))
     result = snakemake(project, "--keep-going", "results/clips/clips.csv")
     assert result.returncode != 0
     log = (project / "logs/extract_clips/03.log").read_text()
@@ -144,22 +141,21 @@ def test_corrupt_archive_fails_clearly_and_leaves_nothing(demo_run, tmp_path):
 
 def test_truncated_mp4_fails_with_the_file_named(demo_run, tmp_path):
     demo_project, _ = demo_run
-    archives = tmp_path / "archives"
-    archives.mkdir()
-    for actor in (1, 2, 3, 4):
-        name = f"Video_Speech_Actor_{actor:02d}.zip"
-        src = demo_project / "results/demo/archives" / name
-        if actor != 2:
-            (archives / name).write_bytes(src.read_bytes())
-            continue
-        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(archives / name, "w") as zout:
+
+    def truncate_one_clip(src, dest):
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
             for info in zin.infolist():
                 data = zin.read(info)
                 if info.filename.endswith("01-01-03-01-01-01-02.mp4"):
                     data = data[: len(data) // 3]
                 zout.writestr(info, data)
-    project = copy_project(tmp_path / "p")
-    (project / "config.yaml").write_text(yaml.safe_dump(small_config(archives_dir=str(archives), demo=None)))
+
+    archives = copy_archives(
+        demo_project / "results/demo/archives",
+        tmp_path / "archives",
+        {"Video_Speech_Actor_02.zip": truncate_one_clip},
+    )
+    project = project_with(tmp_path / "p", small_config(archives_dir=str(archives), demo=None))
     result = snakemake(project, "--keep-going", "results/audio/Actor_02.npz", "results/audio/Actor_01.npz")
     assert result.returncode != 0
     log = (project / "logs/extract_audio/02.log").read_text()
@@ -216,11 +212,10 @@ def test_download_rule_over_http_resumes_and_refuses_a_corrupt_archive(demo_run,
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        project = copy_project(tmp_path / "p")
-        config = small_config(
-            archives_dir=None, demo=None, base_url=f"http://127.0.0.1:{server.server_address[1]}", md5=md5
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        project = project_with(
+            tmp_path / "p", small_config(archives_dir=None, demo=None, base_url=url, md5=md5)
         )
-        (project / "config.yaml").write_text(yaml.safe_dump(config))
         result = snakemake(project, "--keep-going", "results/clips/clips.csv")
     finally:
         server.shutdown()
