@@ -118,6 +118,15 @@ def load_config(*paths: Path | str, overrides: dict | None = None) -> dict:
     return config
 
 
+def feature_params(config: dict, key: str) -> dict:
+    """The options ``python -m avemotion.features <key>`` receives: ``features.<key>``, plus the face-lost rule
+    (``tracking.lost``) for features computed from the tracking contract."""
+    params = dict(config["features"][key])
+    if registry.get(key).source == "tracking":
+        params["lost"] = dict(config["tracking"]["lost"])
+    return params
+
+
 def implemented_configurations(config: dict, table: str) -> list[str]:
     """The configurations of ``experiments.<table>`` whose features the workflow can build, in config order."""
     return [

@@ -51,6 +51,8 @@ VIDEO_SPEECH_URL = "https://zenodo.org/records/1188976/files/Video_Speech_Actor_
 # and, when unknown, the md5 computed at download time is stored in the archive's record instead.
 KNOWN_MD5: dict[str, str] = {
     "Audio_Speech_Actors_01-24.zip": "bc696df654c87fed845eb13823edef8a",
+    # RAVDESS facial tracking (OpenFace 2.1.0), Zenodo record 3255102.
+    "FacialTracking_Actors_01-24.zip": "5753bbc64a9a790f8a8d3e03cba526ee",
 }
 AV_SPEECH_PATTERN = "01-01-*.mp4"  # modality 01 (audio-video), vocal channel 01 (speech)
 

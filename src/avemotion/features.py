@@ -1,5 +1,9 @@
 """Per-clip feature arrays: one array (clips, frames, dims) in clip-table order plus an index, per feature.
 
+Each registry feature is built from its ``source``: ``audio`` (the central 140,800 samples per clip, from
+``avemotion.audio``) or ``tracking`` (the per-clip tracking contract, ``avemotion.tracking``; the face
+features themselves are defined in ``avemotion.face``).
+
 Log-mel spectrogram (LMS, paper): 24 mel bands, window = FFT = 4800 samples (100 ms), hop 1600 (one video
 frame), maximum frequency 17 kHz, natural log of the power. The paper's settings give 89 frames with a centred
 STFT and 86 without, not the 88 it reports; ``frames_rule`` (config ``features.lms.frames_rule``) decides:
@@ -12,8 +16,10 @@ STFT and 86 without, not the 88 it reports; ``frames_rule`` (config ``features.l
 
 CLI (the ``extract_features`` rule)::
 
-    python -m avemotion.features lms --clips results/clips/clips.csv --audio results/audio/*.npz \
+    python -m avemotion.features lms --clips results/clips/clips.csv --inputs results/audio/*.npz \
         --params '{"n_mels": 24, ...}' --out results/features/lms/features.npy --index .../index.csv
+    python -m avemotion.features face_kpd --clips results/clips/clips.csv --inputs results/tracking/Actor_* \
+        --params '{"normalize": "neutral", "lost": {...}}' --out ... --index ...
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ import pandas as pd
 import torch
 import torchaudio
 
-from avemotion import paper, registry
+from avemotion import face, paper, registry
+from avemotion.audio import frame_window
 from avemotion.io import atomic_save_npy, atomic_write_text
+from avemotion.tracking import AU_INTENSITY, LostRule, TrackingError, clip_track, read_openface_csv
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,89 @@ def load_audio(table: pd.DataFrame, npz_paths: list[Path]) -> np.ndarray:
     return np.stack([by_clip[c] for c in table["clip"]])
 
 
-EXTRACTORS = {"lms": (LMSConfig, log_mel)}
+def lms_feature(table: pd.DataFrame, inputs: list[Path], params: dict) -> np.ndarray:
+    return log_mel(load_audio(table, inputs), LMSConfig(**params))
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """Options of a tracking feature (config ``features.<key>``) and the face-lost rule (``tracking.lost``)."""
+
+    lost: LostRule
+    normalize: str = "neutral"  # KPD features: "neutral" (paper) or "none"
+
+    @classmethod
+    def from_params(cls, params: dict) -> FaceConfig:
+        params = dict(params)
+        lost = LostRule(**params.pop("lost"))
+        if params.get("normalize", "neutral") not in face.NORMALIZE:
+            raise ValueError(f"normalize: {params['normalize']!r} is not one of {face.NORMALIZE}")
+        return cls(lost=lost, **params)
+
+
+class ClipTracks:
+    """Per-clip tracking contracts under the actors' tracking folders, read once each."""
+
+    def __init__(self, folders: list[Path], rule: LostRule):
+        self.paths = {p.stem: p for folder in folders for p in sorted(Path(folder).glob("*.csv"))}
+        self.rule = rule
+        self._cache: dict[str, tuple[pd.DataFrame, int]] = {}
+
+    def read(self, clip: str) -> tuple[pd.DataFrame, int]:
+        """The clip's contract table and its video's frame count (from the sidecar)."""
+        if clip not in self._cache:
+            path = self.paths.get(clip)
+            if path is None:
+                raise TrackingError(f"no tracking CSV for clip {clip} in the tracking folders")
+            sidecar = path.with_suffix(".json")
+            try:
+                n_frames = int(json.loads(sidecar.read_text())["video_frames"])
+            except (OSError, ValueError, KeyError) as e:
+                raise TrackingError(
+                    f"{sidecar}: unreadable tracking sidecar ({e}); re-run the tracking"
+                ) from None
+            self._cache = {clip: (read_openface_csv(path), n_frames)}  # one clip at a time: they are large
+        return self._cache[clip]
+
+    def values(self, clip: str, columns: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(n_frames, len(columns)) values with lost frames filled, and the lost mask."""
+        table, n_frames = self.read(clip)
+        return clip_track(table, n_frames, self.rule, columns, where=str(self.paths[clip]))
+
+
+def face_feature(key: str):
+    """The extractor of the tracking feature ``key``: (table, tracking folders, params) -> (N, 88, dims)."""
+    spec = face.FACE_FEATURES[key]
+
+    def extract(table: pd.DataFrame, inputs: list[Path], params: dict) -> np.ndarray:
+        cfg = FaceConfig.from_params(params)
+        tracks = ClipTracks(inputs, cfg.lost)
+        references: dict[str, np.ndarray] = {}
+        out = np.empty((len(table), paper.N_FRAMES, spec.dims), dtype=np.float32)
+        for i, row in enumerate(table.itertuples(index=False)):
+            values, _ = tracks.values(row.clip, spec.columns)
+            first, last = frame_window(len(values))
+            reference = None
+            if spec.normalizable and cfg.normalize == "neutral":
+                ref_clip = face.reference_clip(row.actor, row.statement)
+                if ref_clip not in references:
+                    references[ref_clip] = neutral_reference(tracks, ref_clip, spec.columns)
+                reference = references[ref_clip]
+            out[i] = spec.compute(values[first:last], reference)
+        return out
+
+    return extract
+
+
+def neutral_reference(tracks: ClipTracks, clip: str, columns: tuple[str, ...]) -> np.ndarray:
+    """``columns`` in the most neutral tracked frame (lowest summed AU intensity) of the reference clip."""
+    au = tuple(f"AU{n}_r" for n in AU_INTENSITY)
+    values, lost = tracks.values(clip, columns + au)
+    frame = face.neutral_frame(values[:, len(columns) :], lost)
+    return values[frame, : len(columns)]
+
+
+EXTRACTORS = {"lms": lms_feature} | {key: face_feature(key) for key in face.FACE_FEATURES}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,18 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("feature", choices=sorted(EXTRACTORS))
     parser.add_argument("--clips", type=Path, required=True)
-    parser.add_argument("--audio", type=Path, nargs="+", required=True)
+    parser.add_argument(
+        "--inputs", type=Path, nargs="+", required=True, help="per-actor audio .npz or tracking folders"
+    )
     parser.add_argument("--params", required=True, help="JSON of the feature's config section")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg_cls, extract = EXTRACTORS[args.feature]
-    cfg = cfg_cls(**json.loads(args.params))
     table = pd.read_csv(args.clips)
     try:
-        features = extract(load_audio(table, args.audio), cfg)
+        features = EXTRACTORS[args.feature](table, args.inputs, json.loads(args.params))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

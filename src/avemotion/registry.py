@@ -1,8 +1,8 @@
 """The one registry of features (modalities): what each is, where it comes from, its shape, its table row.
 
 Rules, training and tables all read this registry: adding a feature is one entry here, one extractor, and its
-hyper-parameters in config.yaml. ``implemented`` says whether the DAG can build it yet (later issues add the
-face-tracking and pretrained-backbone features).
+hyper-parameters in config.yaml. ``implemented`` says whether the DAG can build it yet (a later issue adds the
+pretrained-backbone features).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ FEATURES: dict[str, Feature] = {
         Feature("wav2vec2_base", "Wav2Vec2-B", "audio", 768, 146, False),
         Feature("wav2vec2_large", "Wav2Vec2-L", "audio", 1024, 146, False),
         Feature("face_resnet", "Face ResNet", "patches", 512, paper.N_FRAMES, False),
-        Feature("face_kpd", "Face KPD", "tracking", 780, paper.N_FRAMES, False),
-        Feature("face_au", "Face AU", "tracking", 35, paper.N_FRAMES, False),
+        Feature("face_kpd", "Face KPD", "tracking", 780, paper.N_FRAMES, True),
+        Feature("face_au", "Face AU", "tracking", 35, paper.N_FRAMES, True),
         Feature("eyes_resnet", "Eyes ResNet", "patches", 512, paper.N_FRAMES, False),
-        Feature("eyes_kpd", "Eyes KPD", "tracking", 179, paper.N_FRAMES, False),
+        Feature("eyes_kpd", "Eyes KPD", "tracking", 179, paper.N_FRAMES, True),
         Feature("mouth_resnet", "Mouth ResNet", "patches", 512, paper.N_FRAMES, False),
-        Feature("head_pose", "Head pose RPY-3D", "tracking", 6, paper.N_FRAMES, False),
+        Feature("head_pose", "Head pose RPY-3D", "tracking", 6, paper.N_FRAMES, True),
     )
 }
 

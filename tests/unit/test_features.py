@@ -222,7 +222,7 @@ def test_main_writes_features_and_index(tmp_path, random_audio, capsys):
         {"n_mels": 24, "n_fft": 4800, "hop_length": 1600, "f_min": 0.0, "f_max": 17000.0,
          "frames_rule": "frame_centred", "log_floor": 1e-6}
     )  # fmt: skip
-    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--audio", str(tmp_path / "Actor_01.npz"),
+    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--inputs", str(tmp_path / "Actor_01.npz"),
             str(tmp_path / "Actor_02.npz"), "--params", params, "--out", str(out), "--index", str(index)]  # fmt: skip
     assert features.main(argv) == 0
     feats = np.load(out)
@@ -241,7 +241,7 @@ def test_main_exits_1_when_a_clip_has_no_audio(tmp_path, random_audio, capsys):
     write_npz(tmp_path / "Actor_01.npz", ["a"], random_audio[:1])
     pd.DataFrame({"clip": ["a", "b"]}).to_csv(tmp_path / "clips.csv", index=False)
     out, index = tmp_path / "features.npy", tmp_path / "index.csv"
-    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--audio", str(tmp_path / "Actor_01.npz"),
+    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--inputs", str(tmp_path / "Actor_01.npz"),
             "--params", "{}", "--out", str(out), "--index", str(index)]  # fmt: skip
     assert features.main(argv) == 1
     assert "error: no extracted audio for 1 clips" in capsys.readouterr().err
@@ -254,7 +254,7 @@ def test_main_exits_1_on_non_finite_features(tmp_path, random_audio, capsys):
     write_npz(tmp_path / "Actor_01.npz", ["a", "b"], bad)
     pd.DataFrame({"clip": ["a", "b"]}).to_csv(tmp_path / "clips.csv", index=False)
     out, index = tmp_path / "features.npy", tmp_path / "index.csv"
-    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--audio", str(tmp_path / "Actor_01.npz"),
+    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--inputs", str(tmp_path / "Actor_01.npz"),
             "--params", "{}", "--out", str(out), "--index", str(index)]  # fmt: skip
     assert features.main(argv) == 1
     assert "non-finite clips: ['b']" in capsys.readouterr().err
