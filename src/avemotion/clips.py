@@ -119,6 +119,15 @@ def check_clip_set(table: pd.DataFrame, expected: int, actors: list[int]) -> Non
             raise ClipSetError(f"fold {fold}'s test actors have no clip of {missing}")
 
 
+def actor_clips(table: Path, actor: int) -> pd.DataFrame:
+    """One actor's rows of the clip table file; a ClipSetError naming the file when it lists none."""
+    clips = pd.read_csv(table)
+    clips = clips[clips["actor"] == actor]
+    if clips.empty:
+        raise ClipSetError(f"{table} lists no clip of actor {actor}")
+    return clips
+
+
 def data_manifest(records: list[Path]) -> dict:
     """The archives' records in one document, with a checksum identifying the data: sha256 over the archives'
     names, sizes and md5s (not their sources, so the same archives downloaded or on disk give the same id)."""

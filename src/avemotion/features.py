@@ -96,8 +96,13 @@ def load_audio(table: pd.DataFrame, npz_paths: list[Path]) -> np.ndarray:
     return np.stack([by_clip[c] for c in table["clip"]])
 
 
-def lms_feature(table: pd.DataFrame, inputs: list[Path], params: dict) -> np.ndarray:
-    return log_mel(load_audio(table, inputs), LMSConfig(**params))
+# An extractor: (clip table, per-actor inputs, options) -> (features (N, frames, dims), per-clip columns for
+# the index, e.g. how many window frames of each clip were interpolated over a lost face).
+Extracted = tuple[np.ndarray, dict[str, np.ndarray]]
+
+
+def lms_feature(table: pd.DataFrame, inputs: list[Path], params: dict) -> Extracted:
+    return log_mel(load_audio(table, inputs), LMSConfig(**params)), {}
 
 
 @dataclass(frozen=True)
@@ -150,14 +155,16 @@ def face_feature(key: str):
     """The extractor of the tracking feature ``key``: (table, tracking folders, params) -> (N, 88, dims)."""
     spec = face.FACE_FEATURES[key]
 
-    def extract(table: pd.DataFrame, inputs: list[Path], params: dict) -> np.ndarray:
+    def extract(table: pd.DataFrame, inputs: list[Path], params: dict) -> Extracted:
         cfg = FaceConfig.from_params(params)
         tracks = ClipTracks(inputs, cfg.lost)
         references: dict[str, np.ndarray] = {}
         out = np.empty((len(table), paper.N_FRAMES, spec.dims), dtype=np.float32)
+        lost_in_window = np.zeros(len(table), dtype=int)
         for i, row in enumerate(table.itertuples(index=False)):
-            values, _ = tracks.values(row.clip, spec.columns)
+            values, lost = tracks.values(row.clip, spec.columns)
             first, last = frame_window(len(values))
+            lost_in_window[i] = lost[first:last].sum()
             reference = None
             if spec.normalizable and cfg.normalize == "neutral":
                 ref_clip = face.reference_clip(row.actor, row.statement)
@@ -165,7 +172,7 @@ def face_feature(key: str):
                     references[ref_clip] = neutral_reference(tracks, ref_clip, spec.columns)
                 reference = references[ref_clip]
             out[i] = spec.compute(values[first:last], reference)
-        return out
+        return out, {"lost_frames": lost_in_window}
 
     return extract
 
@@ -198,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     table = pd.read_csv(args.clips)
     try:
-        features = EXTRACTORS[args.feature](table, args.inputs, json.loads(args.params))
+        features, per_clip = EXTRACTORS[args.feature](table, args.inputs, json.loads(args.params))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -212,9 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     atomic_save_npy(args.out, features.astype(np.float32))
-    index = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))})
+    index = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table)), **per_clip})
     atomic_write_text(args.index, index.to_csv(index=False))
     print(f"{args.feature}: {features.shape} -> {args.out}")
+    if "lost_frames" in per_clip:
+        lost = per_clip["lost_frames"]
+        print(
+            f"face lost (interpolated) in {int(lost.sum())} of {lost.size * frames} window frames, in "
+            f"{int((lost > 0).sum())} clips; per clip in index column lost_frames"
+        )
     return 0
 
 

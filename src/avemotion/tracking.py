@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from avemotion.audio import AudioError, frame_window, probe_video_frames
+from avemotion.clips import ClipSetError, actor_clips
 from avemotion.download import DownloadError, read_record, verify_record
 from avemotion.io import atomic_write_text
 
@@ -340,16 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archive", type=Path, help="precomputed: the facial-tracking zip")
     parser.add_argument("--record", type=Path, help="precomputed: verify the zip against this record first")
     args = parser.parse_args(argv)
-    table = pd.read_csv(args.clips)
-    table = table[table["actor"] == args.actor]
-    if table.empty:
-        print(f"error: {args.clips} lists no clip of actor {args.actor}", file=sys.stderr)
-        return 1
     try:
+        table = actor_clips(args.clips, args.actor)
         if args.record is not None:
             verify_record(args.archive, read_record(args.record))
         n = track_actor(args.backend, table, args.out, json.loads(args.params), args.archive)
-    except (TrackingError, DownloadError, AudioError, FileNotFoundError) as e:
+    except (TrackingError, ClipSetError, DownloadError, AudioError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"actor {args.actor}: {n} clips tracked ({args.backend}) -> {args.out}")

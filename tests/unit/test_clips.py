@@ -394,3 +394,11 @@ def test_main_exits_1_on_an_actor_in_no_fold(tmp_path, capsys):
     records = write_records(tmp_path / "records", RECORDS)
     assert clips.main(cli_args(tmp_path, dirs, records, 121)) == 1
     assert "config key 'folds': actor 3" in capsys.readouterr().err
+
+
+def test_actor_clips_selects_one_actor_or_names_the_table(tmp_path):
+    table = tmp_path / "clips.csv"
+    table.write_text("clip,actor\n01-01-01-01-01-01-01,1\n01-01-01-01-01-01-02,2\n01-01-03-01-01-01-02,2\n")
+    assert clips.actor_clips(table, 2)["clip"].tolist() == ["01-01-01-01-01-01-02", "01-01-03-01-01-01-02"]
+    with pytest.raises(clips.ClipSetError, match=r"clips.csv lists no clip of actor 3"):
+        clips.actor_clips(table, 3)

@@ -19,6 +19,7 @@ def test_full_config_is_valid_and_holds_table3(full_config):
 def test_demo_overlay_is_valid(root):
     cfg = C.load_config(root / "config.yaml", root / "workflow/profiles/demo/demo.yaml")
     assert cfg["data"]["demo"] is not None
+    assert cfg["tracking"]["backend"] == "mediapipe"  # offline; the full run uses the published tracking
     # the overlay only overrides: untouched keys keep the full config's values
     assert cfg["features"]["lms"]["n_mels"] == 24
 
@@ -36,6 +37,11 @@ def test_demo_overlay_is_valid(root):
         ({"features": {"lms": {"frames_rule": "pad"}}}, "features.lms.frames_rule"),
         ({"data": {"actors": [0]}}, "data.actors.0"),
         ({"unknown_section": 1}, "<top level>"),
+        ({"tracking": {"backend": "dlib"}}, "tracking.backend"),
+        ({"tracking": {"lost": {"max_fraction": 1.5}}}, "tracking.lost.max_fraction"),
+        ({"tracking": {"openface": {"flags": ["2Dfp"]}}}, "tracking.openface.flags.0"),
+        ({"features": {"face_kpd": {"normalize": "median"}}}, "features.face_kpd.normalize"),
+        ({"features": {"face_au": {"scale": 5}}}, "features.face_au"),
     ],
 )
 def test_bad_values_name_the_key(root, overrides, key):
@@ -122,3 +128,19 @@ def test_config_holds_every_table3_value(full_config):
     fusion = full_config["training"]["fusion"]
     assert fusion["wav2vec2_large"]["learning_rate"] == 0.0001 and fusion["lms"]["learning_rate"] == 0.002
     assert fusion["channels"] == {"eyes_kpd+lms": 32}
+
+
+def test_feature_params_add_the_face_lost_rule_to_tracking_features(full_config):
+    assert C.feature_params(full_config, "lms") == full_config["features"]["lms"]
+    assert C.feature_params(full_config, "face_kpd") == {
+        "normalize": "neutral",
+        "lost": {"min_confidence": 0.8, "max_run": 15, "max_fraction": 0.25},
+    }
+    assert C.feature_params(full_config, "head_pose") == {"lost": full_config["tracking"]["lost"]}
+
+
+def test_full_config_tracks_with_the_published_release(full_config):
+    pre = full_config["tracking"]["precomputed"]
+    assert full_config["tracking"]["backend"] == "precomputed"
+    assert (pre["md5"], pre["size"]) == ("5753bbc64a9a790f8a8d3e03cba526ee", 417_163_019)
+    assert "records/3255102/files/FacialTracking_Actors_01-24.zip" in pre["url"]

@@ -139,20 +139,23 @@ def test_extractor_normalises_by_the_most_neutral_frame_of_the_reference_clip(tm
     clip = contract_table(clip_lmk, confidence=conf)
     _write_actor(tmp_path / "Actor_05", {ref_name: ref, clip_name: clip}, n)
     table = pd.DataFrame({"clip": [clip_name, ref_name], "actor": [5, 5], "statement": [1, 1]})
-    out = features.EXTRACTORS["face_kpd"](
+    out, per_clip = features.EXTRACTORS["face_kpd"](
         table, [tmp_path / "Actor_05"], {"normalize": "neutral", "lost": LOST}
     )
+    assert per_clip["lost_frames"].tolist() == [3, 0]
     assert out.shape == (2, 88, 780) and out.dtype == np.float32
     # The contract CSV keeps 6 significant digits (0.001 mm at 500 mm): ratios agree to about 1e-4.
     np.testing.assert_allclose(out[0], 1.2 / 0.8, rtol=2e-4)
     expected = np.full((88, 1), 1.0 / 0.8)
     expected[40 - 6] = 1.0  # the reference frame itself (frame 41; the window starts at frame 7)
     np.testing.assert_allclose(out[1], np.broadcast_to(expected, (88, 780)), rtol=2e-4)
-    raw = features.EXTRACTORS["face_kpd"](table, [tmp_path / "Actor_05"], {"normalize": "none", "lost": LOST})
+    raw, _ = features.EXTRACTORS["face_kpd"](
+        table, [tmp_path / "Actor_05"], {"normalize": "none", "lost": LOST}
+    )
     pairs = list(combinations(facefeat.FACE_KPD_POINTS, 2))
     direct = [np.linalg.norm(clip_lmk[0, a] - clip_lmk[0, b]) for a, b in pairs]
     np.testing.assert_allclose(raw[0, 0], direct, atol=2e-3)  # mm; the CSV holds 0.001 mm at 500 mm
-    au_out = features.EXTRACTORS["face_au"](table, [tmp_path / "Actor_05"], {"lost": LOST})
+    au_out, _ = features.EXTRACTORS["face_au"](table, [tmp_path / "Actor_05"], {"lost": LOST})
     assert au_out.shape == (2, 88, 35)
     np.testing.assert_allclose(au_out[1, :, 2], au[6:94] / 5)  # AU04 is the 3rd intensity, window 6..93
     with pytest.raises(ValueError, match="normalize: 'median'"):
@@ -191,4 +194,5 @@ def test_cli_writes_features_and_index(tmp_path: Path) -> None:
             json.dumps({"lost": LOST}), "--out", str(out), "--index", str(out.with_name("index.csv"))]  # fmt: skip
     assert features.main(argv) == 0
     assert np.load(out).shape == (2, 88, 6)
-    assert pd.read_csv(out.with_name("index.csv"))["clip"].tolist() == names
+    index = pd.read_csv(out.with_name("index.csv"))
+    assert index["clip"].tolist() == names and index["lost_frames"].tolist() == [0, 0]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
-import sys
 import zipfile
 from pathlib import Path
 
@@ -202,33 +200,11 @@ def test_precomputed_backend_reads_either_name_and_refuses_a_missing_clip(tmp_pa
     assert sorted(p.name for p in (tmp_path / "tracking").iterdir()) == ["Actor_03"]
 
 
-STAND_IN = '''#!{python}
-"""Stand-in for OpenFace FeatureExtraction (the real binary is not installable here): parses its real
-command line and writes a real-format CSV (raw variant) of a fixed face for every frame of the video."""
-import sys
-from pathlib import Path
-sys.path.insert(0, {tests!r})
-import av, numpy as np
-from contract_data import contract_table, face, raw_openface_csv
-argv = sys.argv[1:]
-video, out_dir, name = (argv[argv.index(flag) + 1] for flag in ("-f", "-out_dir", "-of"))
-Path(out_dir, "calls.txt").open("a").write(" ".join(argv) + "\\n")
-with av.open(video) as c:
-    n = sum(1 for _ in c.decode(video=0))
-Path(out_dir, name + ".csv").write_text(raw_openface_csv(contract_table(face(n))))
-'''
-
-
-def _stand_in(tmp_path: Path) -> Path:
-    exe = tmp_path / "bin" / "FeatureExtraction"
-    exe.parent.mkdir()
-    exe.write_text(STAND_IN.format(python=sys.executable, tests=str(Path(__file__).parent)))
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
+STAND_IN = Path(__file__).resolve().parents[1] / "data" / "FeatureExtraction"
 
 
 def test_openface_backend_with_stand_in_executable(tmp_path: Path) -> None:
-    exe = _stand_in(tmp_path)
+    exe = STAND_IN
     table = _clip_table(tmp_path, ["01-01-01-01-01-01-07"])
     out = tmp_path / "tracking" / "Actor_07"
     flags = ["-2Dfp", "-3Dfp", "-pose", "-aus", "-gaze"]

@@ -15,13 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+MODEL = ROOT / "resources" / "models" / "face_landmarker.task"  # placed by `make models`
+
+
 def copy_project(dest: Path) -> Path:
-    """The workflow files of the project (what a clone has), without results."""
+    """The workflow files of the project (what a clone has after `make models`), without results."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy(ROOT / name, dest / name)
     for name in ("workflow", "envs"):
         shutil.copytree(ROOT / name, dest / name)
+    (dest / "resources").symlink_to(ROOT / "resources", target_is_directory=True)
     return dest
 
 
@@ -48,7 +52,8 @@ def copy_archives(
 
 
 def small_config(**data_changes) -> dict:
-    """The full config reduced to 4 actors in 2 folds, 8 clips per actor and a tiny TIM-Net."""
+    """The full config reduced to 4 actors in 2 folds, 8 clips per actor, a tiny TIM-Net, the LMS and Face KPD
+    experiments, and the demo's tracker (MediaPipe)."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["data"].update(
         {
@@ -61,7 +66,10 @@ def small_config(**data_changes) -> dict:
     )
     config["folds"] = {"0": [1, 3], "1": [2, 4]}
     small = {"learning_rate": 0.005, "batch_size": 8, "epochs": 3, "scales": 3, "channels": 8}
-    config["training"]["hyperparameters"]["lms"] = {"binary": small, "multiclass": small}
+    for feature in ("lms", "face_kpd"):
+        config["training"]["hyperparameters"][feature] = {"binary": small, "multiclass": small}
+    config["experiments"] = {"table1": ["lms", "face_kpd"], "table2": ["lms", "face_kpd"]}
+    config["tracking"]["backend"] = "mediapipe"
     return config
 
 

@@ -1,26 +1,33 @@
-"""The README's main job: the whole DAG on the full demo dataset (`make demo`'s Snakemake call), about 10 minutes
-on 2 cores. It proves the pipeline learns: the LMS scores must be far above chance."""
+"""The README's main job on the full demo dataset (`make demo`'s Snakemake call and profile), restricted to the
+8-class fold jobs of every feature so that it fits the CI budget (about 13 minutes on 2 cores: demo data,
+tracking of every frame, all five features, 25 trainings). It proves the pipeline learns from each feature:
+every 8-class score must be far above chance. The complete `make demo`, tables included, adds the 200 binary
+jobs; the small demo run of test_workflow.py builds the tables through the same rules."""
 
+import json
 import sqlite3
 
-import pandas as pd
+from avemotion import registry
 
 from .conftest import copy_project, snakemake
 
+FEATURES = [key for key, feature in registry.FEATURES.items() if feature.implemented]
 
-def test_demo_profile_learns_far_above_chance(tmp_path):
+
+def test_demo_profile_every_feature_learns_far_above_chance(tmp_path):
     project = copy_project(tmp_path / "p")
-    result = snakemake(project, "--workflow-profile", "workflow/profiles/demo", timeout=1800)
+    targets = [f"results/train/{f}/multiclass/all/fold{k}/metrics.json" for f in FEATURES for k in range(5)]
+    result = snakemake(project, "--workflow-profile", "workflow/profiles/demo", *targets, timeout=1800)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    t2 = pd.read_csv(project / "results/tables/table2.csv").set_index("configuration")
-    assert t2.loc["lms", "n_folds"] == 5
-    assert t2.loc["lms", "mean"] > 50.0  # 8-class accuracy %, chance 12.5 %
-    t1 = pd.read_csv(project / "results/tables/table1.csv")
-    lms = t1[t1.configuration == "lms"]
-    assert (lms["n_folds"] == 5).all()
-    assert lms["mean"].mean() > 0.65  # binary macro-F1 averaged over emotions; chance ~0.5
+    assert FEATURES == ["lms", "face_kpd", "face_au", "eyes_kpd", "head_pose"]
+    for feature in FEATURES:
+        folds = [json.loads((project / t).read_text())["accuracy"] for t in targets if f"/{feature}/" in t]
+        # 8-class accuracy averaged over the 5 folds; chance is 1/8.
+        assert sum(folds) / 5 > 0.5, (feature, folds)
     with sqlite3.connect(project / "results/mlflow/mlflow.db") as db:
         (finished,) = db.execute(
             "select count(*) from runs where status = 'FINISHED' and lifecycle_stage = 'active'"
         ).fetchone()
-    assert finished == 45
+    assert finished == 25
+    lost = (project / "logs/extract_features/face_kpd.log").read_text()
+    assert "face lost (interpolated) in" in lost

@@ -6,6 +6,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,20 +29,25 @@ def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     assert (
         counts["download_archive"] == 24 and counts["extract_clips"] == 24 and counts["extract_audio"] == 24
     )
-    assert counts["extract_features"] == 1
-    assert counts["train_model"] == 8 * 5 + 5  # LMS: 8 emotions x 5 folds binary + 5 folds 8-class
-    assert "make_demo_archives" not in counts
+    # The published facial tracking, downloaded once, then one tracking job per actor.
+    assert counts["download_tracking"] == 1 and counts["extract_openface"] == 24
+    assert counts["extract_features"] == 5  # LMS, Face KPD, Face AU, Eyes KPD, Head pose
+    assert counts["train_model"] == 5 * (8 * 5 + 5)  # per feature: 8 emotions x 5 folds binary + 5 8-class
+    assert "make_demo_archives" not in counts and "prefetch_tracker_model" not in counts
     assert "zenodo.org/records/1188976/files/Video_Speech_Actor_07.zip" in result.stdout
+    assert "zenodo.org/records/3255102/files/FacialTracking_Actors_01-24.zip" in result.stdout
+    assert "--md5 5753bbc64a9a790f8a8d3e03cba526ee --size 417163019" in result.stdout
 
 
 def test_demo_subset_runs_from_archives_to_tables(demo_run):
     project, result = demo_run
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["train_model"] == 8 * 2 + 2
+    assert counts["train_model"] == 2 * (8 * 2 + 2) and counts["extract_openface"] == 4
     t1 = pd.read_csv(project / "results/tables/table1.csv")
     lms = t1[t1.configuration == "lms"]
-    assert lms["mean"].notna().all() and (lms["n_folds"] == 2).all()
-    assert t1[t1.configuration != "lms"]["mean"].isna().all()
+    run = t1.configuration.isin(["lms", "face_kpd"])
+    assert t1[run]["mean"].notna().all() and (t1[run]["n_folds"] == 2).all()
+    assert t1[~run]["mean"].isna().all()
     # the table cells are the mean of the fold metrics
     folds = [
         json.loads((project / f"results/train/lms/binary/angry/fold{k}/metrics.json").read_text())["macro_f1"]
@@ -55,8 +61,13 @@ def test_demo_subset_runs_from_archives_to_tables(demo_run):
     clips = pd.read_csv(project / "results/clips/clips.csv")
     assert len(clips) == 32 and set(clips.emotion) == set(paper.CLASSES)
     assert (clips.set_index("actor").fold.groupby(level=0).first().to_dict()) == {1: 0, 2: 1, 3: 0, 4: 1}
-    features = __import__("numpy").load(project / "results/features/lms/features.npy")
-    assert features.shape == (32, 88, 24)
+    assert np.load(project / "results/features/lms/features.npy").shape == (32, 88, 24)
+    kpd = np.load(project / "results/features/face_kpd/features.npy")
+    assert kpd.shape == (32, 88, 780) and np.isfinite(kpd).all()
+    # Neutral-frame normalisation: distances near 1 (the reference face).
+    assert 0.8 < np.median(kpd) < 1.2
+    sidecar = json.loads((project / "results/tracking/Actor_02/01-01-05-01-01-01-02.json").read_text())
+    assert sidecar["backend"] == "mediapipe" and sidecar["tracked_frames"] == sidecar["video_frames"]
 
 
 def mlflow_runs(project):
@@ -72,7 +83,7 @@ def test_every_fold_job_is_one_finished_mlflow_run(demo_run):
     project, _ = demo_run
     rows = mlflow_runs(project)
     active = [r for r in rows if r[3] == "active"]
-    assert len(active) == 18 and len({r[4] for r in active}) == 18
+    assert len(active) == 36 and len({r[4] for r in active}) == 36
     assert all(r[2] == "FINISHED" for r in active)
     assert {r[0] for r in active} == {"avemotion/table1-binary", "avemotion/table2-multiclass"}
     assert "Table 2 / LMS / fold 1" in {r[1] for r in active}

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from avemotion import config as avcfg, paper, runs
+from avemotion import config as avcfg, paper, registry, runs
 
 avcfg.check_config(config)
 
@@ -19,6 +19,13 @@ DEMO_ARGS = (
     if DEMO
     else ""
 )
+TRACKING = config["tracking"]
+TRACKING_ARCHIVE = "FacialTracking_Actors_01-24"
+# What each registry feature source is computed from, per actor.
+FEATURE_SOURCES = {
+    "audio": "results/audio/Actor_{actor}.npz",
+    "tracking": "results/tracking/Actor_{actor}",
+}
 TABLE1 = avcfg.implemented_configurations(config, "table1")
 TABLE2 = avcfg.implemented_configurations(config, "table2")
 MLFLOW_URI = runs.tracking_uri(config["mlflow"]["tracking_uri"], Path.cwd())
@@ -71,3 +78,20 @@ def train_spec_json(wildcards):
         int(wildcards.fold),
     )
     return spec.to_json()
+
+
+def feature_inputs(wildcards):
+    source = registry.get(wildcards.feature).source
+    return expand(FEATURE_SOURCES[source], actor=ACTORS)
+
+
+def tracking_inputs(wildcards):
+    """What the tracking backend reads besides the clips: the release zip or the tracker's model."""
+    if TRACKING["backend"] == "precomputed":
+        return {
+            "archive": f"results/download/{TRACKING_ARCHIVE}.zip",
+            "record": f"results/download/{TRACKING_ARCHIVE}.json",
+        }
+    if TRACKING["backend"] == "mediapipe":
+        return {"model": TRACKING["mediapipe"]["model"]}
+    return {}

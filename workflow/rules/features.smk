@@ -22,7 +22,7 @@ rule extract_audio:
 rule extract_features:
     input:
         clips="results/clips/clips.csv",
-        audio=expand("results/audio/Actor_{actor}.npz", actor=ACTORS),
+        inputs=feature_inputs,
     output:
         features="results/features/{feature}/features.npy",
         index="results/features/{feature}/index.csv",
@@ -37,8 +37,8 @@ rule extract_features:
         mem_mb=8000,
         runtime=60,
     params:
-        config=lambda w: json.dumps(config["features"][w.feature]),
+        config=lambda w: json.dumps(avcfg.feature_params(config, w.feature)),
     shell:
         "python -m avemotion.features {wildcards.feature} --clips {input.clips}"
-        " --audio {input.audio} --params {params.config:q} --threads {threads}"
+        " --inputs {input.inputs} --params {params.config:q} --threads {threads}"
         " --out {output.features} --index {output.index} > {log} 2>&1"
