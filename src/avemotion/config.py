@@ -91,7 +91,10 @@ def check_config(config: dict) -> None:
                         f"training.hyperparameters.{key}, which is not set"
                     )
     for key, per_task in config["training"]["hyperparameters"].items():
-        frames = registry.get(key).frames
+        try:
+            frames = registry.get(key).frames
+        except KeyError as e:
+            raise ConfigError(f"config key 'training.hyperparameters.{key}': {e.args[0]}") from None
         for task, hp in per_task.items():
             if 2 ** (hp["scales"] - 1) >= frames:
                 raise ConfigError(
@@ -121,7 +124,7 @@ def load_config(*paths: Path | str, overrides: dict | None = None) -> dict:
 def feature_params(config: dict, key: str) -> dict:
     """The options ``python -m avemotion.features <key>`` receives: ``features.<key>``, plus the face-lost rule
     (``tracking.lost``) for features computed from the tracking contract."""
-    params = dict(config["features"][key])
+    params = dict(config["features"].get(key, {}))
     if registry.get(key).source == "tracking":
         params["lost"] = dict(config["tracking"]["lost"])
     return params

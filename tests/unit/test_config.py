@@ -41,7 +41,8 @@ def test_demo_overlay_is_valid(root):
         ({"tracking": {"lost": {"max_fraction": 1.5}}}, "tracking.lost.max_fraction"),
         ({"tracking": {"openface": {"flags": ["2Dfp"]}}}, "tracking.openface.flags.0"),
         ({"features": {"face_kpd": {"normalize": "median"}}}, "features.face_kpd.normalize"),
-        ({"features": {"face_au": {"scale": 5}}}, "features.face_au"),
+        ({"features": {"face_au": {"scale": 5}}}, "features"),  # face AU has no options
+        ({"training": {"hyperparameters": {"mfcc": {}}}}, "training.hyperparameters.mfcc"),
     ],
 )
 def test_bad_values_name_the_key(root, overrides, key):
@@ -137,6 +138,15 @@ def test_feature_params_add_the_face_lost_rule_to_tracking_features(full_config)
         "lost": {"min_confidence": 0.8, "max_run": 15, "max_fraction": 0.25},
     }
     assert C.feature_params(full_config, "head_pose") == {"lost": full_config["tracking"]["lost"]}
+
+
+def test_hyperparameters_of_an_unregistered_feature_are_refused(root):
+    hp = {"learning_rate": 0.001, "batch_size": 64, "epochs": 1, "scales": 3, "channels": 8}
+    with pytest.raises(C.ConfigError, match=r"'training.hyperparameters.mfcc': unknown feature 'mfcc'"):
+        C.load_config(
+            root / "config.yaml",
+            overrides={"training": {"hyperparameters": {"mfcc": {"binary": hp, "multiclass": hp}}}},
+        )
 
 
 def test_full_config_tracks_with_the_published_release(full_config):
