@@ -84,6 +84,12 @@ def check_config(config: dict) -> None:
                 raise ConfigError(f"config key 'experiments.{table}': {e.args[0]}") from None
             if table == "table1" and len(keys) != 1:
                 raise ConfigError(f"config key 'experiments.table1': {name!r} is not a single feature")
+            cells = {cell for _, _, cell in paper.table2_cells()}
+            if table == "table2" and name not in cells:
+                raise ConfigError(
+                    f"config key 'experiments.table2': {name!r} is not a cell of Table 2, so no table would "
+                    f"show it; the cells are {', '.join(sorted(cells))}"
+                )
             for key in keys:
                 if key not in config["training"]["hyperparameters"]:
                     raise ConfigError(

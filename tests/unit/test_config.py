@@ -66,6 +66,11 @@ def test_too_many_scales_for_the_frames(root):
         C.load_config(root / "config.yaml", overrides=bad)
 
 
+def test_table2_experiment_without_a_cell_is_refused(root):
+    with pytest.raises(C.ConfigError, match=r"experiments\.table2.*'head_pose' is not a cell of Table 2"):
+        C.load_config(root / "config.yaml", overrides={"experiments": {"table2": ["head_pose"]}})
+
+
 def test_unknown_experiment_feature(root):
     with pytest.raises(C.ConfigError, match=r"experiments\.table2.*unknown feature 'mfcc'"):
         C.load_config(root / "config.yaml", overrides={"experiments": {"table2": ["mfcc"]}})
@@ -126,6 +131,7 @@ def test_config_holds_every_table3_value(full_config):
         and hp["eyes_kpd"]["multiclass"]["learning_rate"] == 0.0005
     )
     assert hp["face_au"]["binary"]["epochs"] == 40 and hp["face_au"]["multiclass"]["learning_rate"] == 0.0002
+    assert hp["head_pose"] == hp["face_kpd"]  # not in Table 3: the KPD values (ledger)
     fusion = full_config["training"]["fusion"]
     assert fusion["wav2vec2_large"]["learning_rate"] == 0.0001 and fusion["lms"]["learning_rate"] == 0.002
     assert fusion["channels"] == {"eyes_kpd+lms": 32}
