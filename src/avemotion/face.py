@@ -102,7 +102,8 @@ class Columns:
         return values if self.scale is None else values / np.asarray(self.scale)
 
 
-FACE_FEATURES: dict[str, KeyPointDistances | Columns] = {
+FaceFeature = KeyPointDistances | Columns
+FACE_FEATURES: dict[str, FaceFeature] = {
     "face_kpd": KeyPointDistances((("", FACE_KPD_POINTS),)),
     "eyes_kpd": KeyPointDistances(
         (("eye_lmk_", EYELID_POINTS[0]), ("eye_lmk_", EYELID_POINTS[1]), ("", EYE_BROW_POINTS)),
@@ -111,7 +112,6 @@ FACE_FEATURES: dict[str, KeyPointDistances | Columns] = {
     "face_au": Columns(AU_COLUMNS, (AU_MAX_INTENSITY,) * len(AU_INTENSITY) + (1.0,) * len(AU_PRESENCE)),
     "head_pose": Columns(("pose_Rx", "pose_Ry", "pose_Rz", "pose_Tx", "pose_Ty", "pose_Tz")),
 }
-FaceFeature = KeyPointDistances | Columns
 
 
 def neutral_frame(au_intensity: np.ndarray, lost: np.ndarray) -> int:

@@ -122,7 +122,8 @@ class FaceConfig:
 
 
 class ClipTracks:
-    """Per-clip tracking contracts under the actors' tracking folders, read once each."""
+    """Per-clip tracking contracts under the actors' tracking folders, read on demand (the last one is kept:
+    each clip is read once as itself and once more if it is a neutral reference)."""
 
     def __init__(self, folders: list[Path], rule: LostRule):
         self.paths = {p.stem: p for folder in folders for p in sorted(Path(folder).glob("*.csv"))}
