@@ -16,8 +16,8 @@ features need, in OpenFace's order, one row per video frame (``frame`` counts fr
 Two real variants are parsed: raw ``FeatureExtraction`` output (``frame, face_id, timestamp, confidence,
 success, ...``, separated by ", ") and the RAVDESS facial-tracking release (Zenodo 3255102, OpenFace 2.1.0:
 712 columns, no ``face_id``/``success``, separated by ","). Columns outside the contract (``p_*`` shape
-parameters, ``face_id``) are dropped; a missing ``success`` column means every row present is a tracked face
-(the release kept only tracked frames' rows; the confidence rule below still applies).
+parameters, ``face_id``) are dropped; a missing ``success`` column (the release) counts every row as tracked,
+and the rule below still catches untracked frames by their confidence or their all-zero landmarks.
 
 Face-lost rule (config ``tracking.lost``), applied where features are built, never silently:
 
@@ -130,7 +130,7 @@ def write_contract(path: Path, table: pd.DataFrame, sidecar: dict) -> None:
 class LostRule:
     """The face-lost rule's thresholds (config ``tracking.lost``)."""
 
-    min_confidence: float = 0.75
+    min_confidence: float = 0.8
     max_run: int = 15  # frames (0.5 s) in the central window
     max_fraction: float = 0.25  # of the central window
 
@@ -181,21 +181,17 @@ def clip_track(
     rule: LostRule,
     columns: tuple[str, ...],
     where: str,
-    window: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``columns`` of one clip, one row per video frame, lost frames filled by the face-lost rule.
 
-    Returns ``(values (n_frames, len(columns)), lost (n_frames,))``. ``window`` (first, one-past-last frame
-    index, 0-based) is where the run/fraction limits apply, the central 88 frames by default; ``where`` names
-    the clip in errors.
+    Returns ``(values (n_frames, len(columns)), lost (n_frames,))``. The run/fraction limits apply to the
+    central 88 frames; ``where`` names the clip in errors.
     """
     lost = lost_frames(table, n_frames, rule, columns)
-    if window is None:
-        try:
-            window = frame_window(n_frames)
-        except ValueError as e:
-            raise TrackingError(f"{where}: {e}") from None
-    first, last = window
+    try:
+        first, last = frame_window(n_frames)
+    except ValueError as e:
+        raise TrackingError(f"{where}: {e}") from None
     in_window = lost[first:last]
     run, start = longest_run(in_window)
     if run > rule.max_run or in_window.mean() > rule.max_fraction:
@@ -212,9 +208,6 @@ def clip_track(
 
 
 # ------------------------------------------------------------------------------------------------ backends
-
-OPENFACE_FLAGS = ("-2Dfp", "-3Dfp", "-pose", "-aus", "-gaze", "-q")  # the contract's column groups, quietly
-ZENODO_TRACKING_URL = "https://zenodo.org/records/3255102/files/FacialTracking_Actors_01-24.zip?download=1"
 
 
 def tracking_member_names(clip: str) -> tuple[str, str]:
