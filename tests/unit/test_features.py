@@ -237,13 +237,18 @@ def test_main_writes_features_and_index(tmp_path, random_audio, capsys):
     assert "lms: (3, 88, 24)" in capsys.readouterr().out
 
 
+def _main_on_actor_01(tmp_path, out, index) -> int:
+    """The CLI on tmp_path's clips.csv and Actor_01.npz with default LMS settings."""
+    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--inputs", str(tmp_path / "Actor_01.npz"),
+            "--params", "{}", "--out", str(out), "--index", str(index)]  # fmt: skip
+    return features.main(argv)
+
+
 def test_main_exits_1_when_a_clip_has_no_audio(tmp_path, random_audio, capsys):
     write_npz(tmp_path / "Actor_01.npz", ["a"], random_audio[:1])
     pd.DataFrame({"clip": ["a", "b"]}).to_csv(tmp_path / "clips.csv", index=False)
     out, index = tmp_path / "features.npy", tmp_path / "index.csv"
-    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--inputs", str(tmp_path / "Actor_01.npz"),
-            "--params", "{}", "--out", str(out), "--index", str(index)]  # fmt: skip
-    assert features.main(argv) == 1
+    assert _main_on_actor_01(tmp_path, out, index) == 1
     assert "error: no extracted audio for 1 clips" in capsys.readouterr().err
     assert not out.exists() and not index.exists()
 
@@ -254,8 +259,6 @@ def test_main_exits_1_on_non_finite_features(tmp_path, random_audio, capsys):
     write_npz(tmp_path / "Actor_01.npz", ["a", "b"], bad)
     pd.DataFrame({"clip": ["a", "b"]}).to_csv(tmp_path / "clips.csv", index=False)
     out, index = tmp_path / "features.npy", tmp_path / "index.csv"
-    argv = ["lms", "--clips", str(tmp_path / "clips.csv"), "--inputs", str(tmp_path / "Actor_01.npz"),
-            "--params", "{}", "--out", str(out), "--index", str(index)]  # fmt: skip
-    assert features.main(argv) == 1
+    assert _main_on_actor_01(tmp_path, out, index) == 1
     assert "non-finite clips: ['b']" in capsys.readouterr().err
     assert not out.exists() and not index.exists()
