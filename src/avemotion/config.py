@@ -98,7 +98,7 @@ def check_config(config: dict) -> None:
                     )
     for key, per_task in config["training"]["hyperparameters"].items():
         try:
-            frames = registry.get(key).frames
+            frames = feature_frames(config, key)
         except KeyError as e:
             raise ConfigError(f"config key 'training.hyperparameters.{key}': {e.args[0]}") from None
         for task, hp in per_task.items():
@@ -127,6 +127,13 @@ def load_config(*paths: Path | str, overrides: dict | None = None) -> dict:
     return config
 
 
+def feature_frames(config: dict, key: str) -> int:
+    """Time steps TIM-Net sees for single feature ``key``: the registry's, except the ResNets' fine-tuning
+    frames, which config ``patches.finetune_frames`` sets (paper: 20)."""
+    feature = registry.get(key)
+    return config["patches"]["finetune_frames"] if feature.source == "patches" else feature.frames
+
+
 def feature_params(config: dict, key: str) -> dict:
     """The options ``python -m avemotion.features <key>`` receives: ``features.<key>``, plus the face-lost rule
     (``tracking.lost``) for features computed from the tracking contract."""
@@ -134,6 +141,29 @@ def feature_params(config: dict, key: str) -> dict:
     if registry.get(key).source == "tracking":
         params["lost"] = dict(config["tracking"]["lost"])
     return params
+
+
+def patch_params(config: dict) -> dict:
+    """The options ``python -m avemotion.patches`` receives: ``patches`` plus the face-lost rule."""
+    return {**config["patches"], "lost": dict(config["tracking"]["lost"])}
+
+
+def job_dir(configuration: str, task: str, target: str, fold: int | str) -> str:
+    """Where a fold job writes its outputs: ``results/finetune/...`` for a pretrained backbone fine-tuned on
+    its own (avemotion.finetune), ``results/train/...`` for TIM-Net on feature arrays (avemotion.train)."""
+    keys = registry.split_configuration(configuration)
+    stage = "finetune" if len(keys) == 1 and registry.get(keys[0]).is_backbone else "train"
+    return f"results/{stage}/{configuration}/{task}/{target}/fold{fold}"
+
+
+def frozen_features(config: dict) -> list[str]:
+    """Backbone features whose frozen per-fold features the run builds: those fine-tuned for the 8-class
+    task (a Table 2 single-feature cell), whose fold models give them."""
+    return [
+        name
+        for name in implemented_configurations(config, "table2")
+        if "+" not in name and registry.get(name).is_backbone
+    ]
 
 
 def implemented_configurations(config: dict, table: str) -> list[str]:
@@ -170,6 +200,10 @@ class TrainSpec:
     weight_decay: float
     label_smoothing: float
     standardize: bool
+    # Pretrained backbone features only: the backbones.<name> config section (fine-tuned end to end under
+    # TIM-Net), and mixed precision on CUDA. None / False for TIM-Net on a precomputed feature array.
+    backbone: dict | None = None
+    mixed_precision: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -199,6 +233,7 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
     if len(keys) != 1:
         # Multimodal fusion (its own Table 3 entries) arrives with the fusion model.
         raise ConfigError(f"configuration {configuration!r}: multimodal fusion is not available yet")
+    feature = registry.get(keys[0])
     hp = config["training"]["hyperparameters"][keys[0]][task]
     folds = folds_of(config)
     if fold not in folds:
@@ -225,5 +260,8 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
         eps=float(opt["eps"]),
         weight_decay=float(opt["weight_decay"]),
         label_smoothing=float(train["label_smoothing"]),
-        standardize=bool(train["standardize"]),
+        # A backbone's inputs have their own fixed normalisation (ImageNet mean/std, per-utterance z-score).
+        standardize=bool(train["standardize"]) and not feature.is_backbone,
+        backbone=dict(config["backbones"][feature.backbone]) if feature.is_backbone else None,
+        mixed_precision=bool(train["mixed_precision"]) and feature.is_backbone,
     )

@@ -51,6 +51,20 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 1600
 N_SAMPLES = N_FRAMES * SAMPLES_PER_FRAME  # 140,800
 VIDEO_SIZE = (1280, 720)  # width, height (the paper's "720x1080" is a typo)
 
+# Patches for the ResNet backbones (paper, "Training Samples" and supplementary "ResNet"). Sizes are
+# (height, width) in pixels of the 1280x720 frame; every patch is then resized to PATCH_SIZE x PATCH_SIZE.
+FACE_CROP = (720, 720)  # centre crop of the frame ("to remove the borders")
+EYE_CROP = (128, 128)  # around each eye's landmarks
+MOUTH_CROP = (110, 180)  # around the mouth landmarks; "110x180": a mouth is wider than tall (ledger)
+PATCH_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's ImageNet normalisation, quoted by the paper
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FINETUNE_FRAMES = 20  # "20 equally spaced samples from the full video" for fine-tuning the ResNets
+
+# Wav2Vec2 input: the 140,800-sample window resampled to 16 kHz (46,934 samples) gives 146 frames.
+WAV2VEC2_SAMPLE_RATE = 16_000
+WAV2VEC2_FRAMES = 146
+
 TASKS = ("binary", "multiclass")
 
 # Table layouts. Table 1: one row per single-modality feature, one column per emotion (binary macro-F1).

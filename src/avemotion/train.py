@@ -26,6 +26,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -124,39 +125,59 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, spec: TrainSpec, weights: tor
     return F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
 
 
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (bfloat16 where the GPU has it, else float16); float32 elsewhere."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
 def fit(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: TrainSpec, weights: torch.Tensor | None
 ) -> tuple[list[dict], dict, int]:
-    """Train; return the per-epoch history, the state with the lowest training loss, and its epoch (1-based)."""
+    """Train; return the per-epoch history, the state with the lowest training loss, and its epoch (1-based).
+
+    ``x`` may live on the CPU while the model is on the GPU (a backbone's raw inputs): each batch is moved to
+    the model's device. With ``spec.mixed_precision`` on CUDA the forward pass runs under autocast and the loss
+    is scaled when the autocast type is float16.
+    """
+    device = next(model.parameters()).device
     opt = torch.optim.Adam(
-        model.parameters(),
+        (p for p in model.parameters() if p.requires_grad),
         lr=spec.learning_rate,
         betas=(spec.beta1, spec.beta2),
         eps=spec.eps,
         weight_decay=spec.weight_decay,
     )
+    amp = spec.mixed_precision and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
     gen = torch.Generator().manual_seed(spec.seed)
     history, best_state, best_epoch, best_loss = [], None, 0, math.inf
     n = len(y)
     for epoch in range(1, spec.epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen).to(x.device)
+        order = torch.randperm(n, generator=gen)
         total, correct = 0.0, 0
         for start in range(0, n, spec.batch_size):
             batch = order[start : start + spec.batch_size]
-            logits = model(x[batch])
-            loss = loss_fn(logits, y[batch], spec, weights)
+            xb = x[batch.to(x.device)].to(device, non_blocking=True)
+            yb = y[batch.to(y.device)]
+            with autocast(device, amp):
+                logits = model(xb)
+            loss = loss_fn(logits.float(), yb, spec, weights)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"non-finite training loss ({loss.item()}) at epoch {epoch}; lower the learning rate "
                     f"(training.hyperparameters.{spec.configuration}.{spec.task}.learning_rate)"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             total += loss.item() * len(batch)
-            correct += int((predict(logits, spec.task) == y[batch]).sum())
+            correct += int((predict(logits, spec.task) == yb).sum())
         epoch_loss = total / n
         history.append(
             {
@@ -179,12 +200,16 @@ def predict(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, x: torch.Tensor, task: str, batch_size: int = 256) -> np.ndarray:
+def probabilities(
+    model: torch.nn.Module, x: torch.Tensor, task: str, batch_size: int = 256, amp: bool = False
+) -> np.ndarray:
     """(N, n_classes) class probabilities in eval mode (binary: [p(rest), p(target)])."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
+        with autocast(device, amp):
+            logits = model(x[start : start + batch_size].to(device)).float()
         if task == "binary":
             p = torch.sigmoid(logits[:, 0])
             out.append(torch.stack([1 - p, p], dim=1))
@@ -193,8 +218,19 @@ def probabilities(model: torch.nn.Module, x: torch.Tensor, task: str, batch_size
     return torch.cat(out).cpu().numpy()
 
 
-def train_job(spec: TrainSpec, table: pd.DataFrame, features: np.ndarray, threads: int = 1) -> dict:
-    """Train and evaluate one job in memory; returns everything the output files and MLflow need."""
+def train_job(
+    spec: TrainSpec,
+    table: pd.DataFrame,
+    features: np.ndarray | torch.Tensor,
+    threads: int = 1,
+    backbone: torch.nn.Module | None = None,
+) -> dict:
+    """Train and evaluate one job in memory; returns everything the output files and MLflow need.
+
+    Without ``backbone``, ``features`` is a (clips, frames, dims) feature array and TIM-Net is trained on it.
+    With one (``avemotion.finetune``), ``features`` holds the backbone's raw inputs (patches or audio, kept
+    on the CPU and moved to the device per batch) and the backbone is fine-tuned end to end under TIM-Net.
+    """
     torch.manual_seed(spec.seed)
     device = pick_device(spec.device)
     if device.type == "cpu":
@@ -207,7 +243,12 @@ def train_job(spec: TrainSpec, table: pd.DataFrame, features: np.ndarray, thread
             f"fold {spec.fold}: test actors {spec.test_actors} leave an empty train or test set"
         )
     y_all = targets(table, spec.task, spec.target)
-    x_train, x_test = features[~test_mask], features[test_mask]
+    if backbone is None:
+        features = np.asarray(features)
+        x_train, x_test = features[~test_mask], features[test_mask]
+    else:
+        mask = torch.tensor(test_mask)
+        x_train, x_test = features[~mask], features[mask]
     mean, std = standardizer(x_train) if spec.standardize else (None, None)
     if spec.standardize:
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
@@ -216,19 +257,28 @@ def train_job(spec: TrainSpec, table: pd.DataFrame, features: np.ndarray, thread
     if spec.task == "binary":
         weights = torch.as_tensor(balanced_weights(y_all[~test_mask], 2), device=device)
     cfg = TIMNetConfig(
-        in_features=features.shape[2],
+        in_features=features.shape[2] if backbone is None else backbone.out_features,
         channels=spec.channels,
         scales=spec.scales,
         kernel_size=spec.kernel_size,
         convs_per_block=spec.convs_per_block,
         dropout=spec.dropout,
     )
-    model = TIMNetClassifier(cfg, n_outputs=1 if spec.task == "binary" else n_classes).to(device)
-    xt = torch.as_tensor(np.ascontiguousarray(x_train), device=device)
+    n_outputs = 1 if spec.task == "binary" else n_classes
+    if backbone is None:
+        model = TIMNetClassifier(cfg, n_outputs).to(device)
+        xt = torch.as_tensor(np.ascontiguousarray(x_train), device=device)
+        x_eval = torch.as_tensor(np.ascontiguousarray(x_test), device=device)
+        eval_batch = 256
+    else:
+        from avemotion.finetune import BackboneClassifier  # the backbone stack, only where it is used
+
+        model = BackboneClassifier(backbone, TIMNetClassifier(cfg, n_outputs)).to(device)
+        xt, x_eval, eval_batch = x_train, x_test, spec.batch_size
     yt = torch.as_tensor(y_all[~test_mask], device=device)
     history, best_state, best_epoch = fit(model, xt, yt, spec, weights)
     model.load_state_dict(best_state)
-    probs = probabilities(model, torch.as_tensor(np.ascontiguousarray(x_test), device=device), spec.task)
+    probs = probabilities(model, x_eval, spec.task, eval_batch, spec.mixed_precision)
     y_test = y_all[test_mask]
     y_pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_test, y_pred, n_classes)
@@ -251,7 +301,9 @@ def train_job(spec: TrainSpec, table: pd.DataFrame, features: np.ndarray, thread
     checkpoint = {
         "state_dict": {k: v.cpu() for k, v in best_state.items()},
         "model_config": asdict(cfg),
-        "n_outputs": 1 if spec.task == "binary" else n_classes,
+        "n_outputs": n_outputs,
+        # How to rebuild the backbone's architecture before loading state_dict (avemotion.finetune).
+        "backbone": None if backbone is None else backbone.architecture(),
         "spec": asdict(spec),
         "mean": None if mean is None else torch.from_numpy(mean),
         "std": None if std is None else torch.from_numpy(std),
@@ -307,20 +359,20 @@ def _raise_on_sigterm(signum, frame):  # Snakemake/SLURM stop jobs with SIGTERM:
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CLI arguments every training job has (this module's and ``avemotion.finetune``'s)."""
     parser.add_argument("--spec", required=True, help="TrainSpec as JSON")
-    parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--clips", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; omit to not track")
     parser.add_argument("--experiment-prefix", default="avemotion")
-    args = parser.parse_args(argv)
+
+
+def run_job(args: argparse.Namespace, train: Callable[[TrainSpec, pd.DataFrame], dict]) -> int:
+    """One training job: ``train(spec, clip table)`` inside its MLflow run, outputs written, one summary line.
+    Errors the user can act on print ``error: ...`` and return 1."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     spec = TrainSpec.from_json(args.spec)
     table = pd.read_csv(args.clips)
@@ -347,11 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             if run is not None:
                 manifest = json.loads(args.manifest.read_text())
                 root = Path.cwd()
+                params = {k: v for k, v in asdict(spec).items() if k != "backbone"}
+                for k, v in (spec.backbone or {}).items():
+                    params[f"backbone.{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
                 run.log_params(
-                    {**asdict(spec), "git_commit": runs.git_commit(root), "data_sha256": manifest["sha256"]}
+                    {**params, "git_commit": runs.git_commit(root), "data_sha256": manifest["sha256"]}
                 )
-            features = load_features(args.features, args.index, table)
-            result = train_job(spec, table, features, args.threads)
+            result = train(spec, table)
             paths = write_outputs(result, spec, args.out)
             if run is not None:
                 run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
@@ -367,6 +421,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{run_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, best epoch {m['best_epoch']}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_job_arguments(parser)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--index", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
+        return train_job(spec, table, load_features(args.features, args.index, table), args.threads)
+
+    return run_job(args, train)
 
 
 if __name__ == "__main__":

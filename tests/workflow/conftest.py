@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from avemotion import config as avcfg
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -53,7 +55,8 @@ def copy_archives(
 
 def small_config(**data_changes) -> dict:
     """The full config reduced to 4 actors in 2 folds, 8 clips per actor, a tiny TIM-Net, the LMS and Face KPD
-    experiments, and the demo's tracker (MediaPipe)."""
+    experiments plus two fine-tuned 8-class backbones (Eyes ResNet, Wav2Vec2-L: the demo's tiny random ones),
+    and the demo's tracker (MediaPipe)."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["data"].update(
         {
@@ -68,7 +71,16 @@ def small_config(**data_changes) -> dict:
     small = {"learning_rate": 0.005, "batch_size": 8, "epochs": 3, "scales": 3, "channels": 8}
     for feature in ("lms", "face_kpd"):
         config["training"]["hyperparameters"][feature] = {"binary": small, "multiclass": small}
-    config["experiments"] = {"table1": ["lms", "face_kpd"], "table2": ["lms", "face_kpd"]}
+    demo = yaml.safe_load((ROOT / "workflow/profiles/demo/demo.yaml").read_text())
+    config["patches"].update(demo["patches"])
+    config["backbones"] = avcfg.deep_update(config["backbones"], demo["backbones"])
+    tiny = {"learning_rate": 0.002, "batch_size": 8, "epochs": 2, "channels": 8}
+    config["training"]["hyperparameters"]["eyes_resnet"]["multiclass"] = {**tiny, "scales": 3}
+    config["training"]["hyperparameters"]["wav2vec2_large"]["multiclass"] = {**tiny, "scales": 8}
+    config["experiments"] = {
+        "table1": ["lms", "face_kpd"],
+        "table2": ["lms", "face_kpd", "eyes_resnet", "wav2vec2_large"],
+    }
     config["tracking"]["backend"] = "mediapipe"
     return config
 

@@ -34,7 +34,14 @@ def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     assert counts["extract_features"] == 5  # LMS, Face KPD, Face AU, Eyes KPD, Head pose
     # 8 emotions x 5 folds binary for each of the 5 features, 5 folds 8-class for the 4 with a Table 2 cell.
     assert counts["train_model"] == 5 * 8 * 5 + 4 * 5
+    # The pretrained half: patches per actor; Wav2Vec2-B and the three ResNets fine-tuned per emotion and fold
+    # (Table 1), Wav2Vec2-L and the ResNets per fold (Table 2), whose fold models give the frozen features.
+    assert counts["crop_patches"] == 24 and counts["prefetch_backbone"] == 3
+    assert counts["finetune_backbone"] == 4 * 8 * 5 + 4 * 5 and counts["extract_frozen"] == 4 * 5
+    assert sum(counts.values()) - counts["total"] == counts["total"] == 552
     assert "make_demo_archives" not in counts and "prefetch_tracker_model" not in counts
+    for backbone in ("resnet", "wav2vec2_base", "wav2vec2_large"):
+        assert f"python -m avemotion.backbones prefetch --name {backbone}" in result.stdout
     assert "zenodo.org/records/1188976/files/Video_Speech_Actor_07.zip" in result.stdout
     assert "zenodo.org/records/3255102/files/FacialTracking_Actors_01-24.zip" in result.stdout
     assert "--md5 5753bbc64a9a790f8a8d3e03cba526ee --size 417163019" in result.stdout

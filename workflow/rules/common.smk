@@ -25,6 +25,7 @@ TRACKING_ARCHIVE = "FacialTracking_Actors_01-24"
 FEATURE_SOURCES = {
     "audio": "results/audio/Actor_{actor}.npz",
     "tracking": "results/tracking/Actor_{actor}",
+    "patches": "results/patches/Actor_{actor}",
 }
 TABLE1 = avcfg.implemented_configurations(config, "table1")
 TABLE2 = avcfg.implemented_configurations(config, "table2")
@@ -34,6 +35,13 @@ MLFLOW_INIT = (
     f"--prefix {config['mlflow']['experiment_prefix']}"
 )
 TABLES = expand("results/tables/table{n}.{ext}", n=(1, 2), ext=("csv", "md"))
+BACKBONE_FEATURES = [k for k, f in registry.FEATURES.items() if f.is_backbone]
+# Frozen per-fold features of the fine-tuned backbones: the edge into multimodal fusion.
+FROZEN = expand(
+    "results/features/{feature}/fold{fold}/features.npy",
+    feature=avcfg.frozen_features(config),
+    fold=FOLDS,
+)
 
 
 wildcard_constraints:
@@ -47,18 +55,18 @@ wildcard_constraints:
 
 def train_metrics():
     """metrics.json of every fold job the tables need (from the registry and config experiments)."""
-    binary = expand(
-        "results/train/{configuration}/binary/{target}/fold{fold}/metrics.json",
-        configuration=TABLE1,
-        target=paper.CLASSES,
-        fold=FOLDS,
-    )
-    multiclass = expand(
-        "results/train/{configuration}/multiclass/all/fold{fold}/metrics.json",
-        configuration=TABLE2,
-        fold=FOLDS,
-    )
-    return binary + multiclass
+    jobs = [
+        (configuration, "binary", target, fold)
+        for configuration in TABLE1
+        for target in paper.CLASSES
+        for fold in FOLDS
+    ]
+    jobs += [
+        (configuration, "multiclass", "all", fold)
+        for configuration in TABLE2
+        for fold in FOLDS
+    ]
+    return [f"{avcfg.job_dir(*job)}/metrics.json" for job in jobs]
 
 
 def configuration_features(wildcards):
@@ -83,6 +91,16 @@ def train_spec_json(wildcards):
 def feature_inputs(wildcards):
     source = registry.get(wildcards.feature).source
     return expand(FEATURE_SOURCES[source], actor=ACTORS)
+
+
+def backbone_inputs(wildcards):
+    """A backbone feature's per-actor inputs, and its pretrained weights unless it is built untrained."""
+    feature = registry.get(wildcards.get("configuration") or wildcards.feature)
+    params = config["backbones"][feature.backbone]
+    inputs = {"inputs": expand(FEATURE_SOURCES[feature.source], actor=ACTORS)}
+    if params["init"] == "pretrained":
+        inputs["weights"] = params["path"]
+    return inputs
 
 
 def tracking_inputs(wildcards):

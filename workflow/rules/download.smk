@@ -103,3 +103,27 @@ rule build_clip_table:
         "python -m avemotion.clips --clips-dir {input.clips} --records {input.records}"
         " --folds {params.folds:q} --actors {params.actors} --expected {params.expected}"
         " --out {output.table} --manifest {output.manifest} > {log} 2>&1"
+
+
+# Pretrained weights, for users with internet: downloaded once into resources/weights/<backbone> so that
+# compute nodes without internet load them from disk (`make weights` fetches all three).
+rule prefetch_backbone:
+    output:
+        directory("resources/weights/{backbone}"),
+    log:
+        "logs/prefetch_backbone/{backbone}.log",
+    benchmark:
+        "benchmarks/prefetch_backbone/{backbone}.tsv"
+    wildcard_constraints:
+        backbone="|".join(config["backbones"]),
+    conda:
+        "../../envs/avemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        options=lambda w: json.dumps(config["backbones"][w.backbone]),
+    shell:
+        "python -m avemotion.backbones prefetch --name {wildcards.backbone}"
+        " --params {params.options:q} --out {output} > {log} 2>&1"

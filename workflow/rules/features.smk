@@ -42,3 +42,30 @@ rule extract_features:
         "python -m avemotion.features {wildcards.feature} --clips {input.clips}"
         " --inputs {input.inputs} --params {params.config:q} --threads {threads}"
         " --out {output.features} --index {output.index} > {log} 2>&1"
+
+
+rule extract_frozen:
+    input:
+        unpack(backbone_inputs),
+        checkpoint="results/finetune/{feature}/multiclass/all/fold{fold}/checkpoint.pt",
+        clips="results/clips/clips.csv",
+    output:
+        features="results/features/{feature}/fold{fold}/features.npy",
+        index="results/features/{feature}/fold{fold}/index.csv",
+    log:
+        "logs/extract_frozen/{feature}/fold{fold}.log",
+    benchmark:
+        "benchmarks/extract_frozen/{feature}/fold{fold}.tsv"
+    wildcard_constraints:
+        feature="|".join(BACKBONE_FEATURES),
+    conda:
+        "../../envs/avemotion.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=1,
+    shell:
+        "python -m avemotion.finetune frozen --feature {wildcards.feature}"
+        " --checkpoint {input.checkpoint} --inputs {input.inputs} --clips {input.clips}"
+        " --out {output.features} --index {output.index} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,250 @@
+"""Pretrained backbones fine-tuned end to end under TIM-Net, per fold, and their frozen per-fold features.
+
+The paper's pretrained half: a backbone turns each time step of a clip into a vector, TIM-Net classifies the
+sequence, and both are trained together (Table 3 learning rate, batch, epochs and scales):
+
+    ResNet (face, eyes, mouth)   patches (B, T=20, V, H, W, 3) uint8 ── ImageNet norm ── ResNet per patch
+                                 ── (B, T, V, 512) ── mean over the V patches (the two eyes) ── (B, T, 512)
+    Wav2Vec2 (base, large)       audio (B, 46,934) 16 kHz, z-scored ── Wav2Vec2 ── (B, 146, 768 | 1024)
+                                              ── TIM-Net ── logits
+
+The training loop, checkpoint rule (lowest training loss), outputs and MLflow run are the ones of
+``avemotion.train``; this module supplies the backbone, its inputs and the CLI. The inputs stay on the CPU
+and each batch moves to the device; on CUDA the forward pass runs in mixed precision (config
+``training.mixed_precision``).
+
+Frozen features for fusion (Table 2's multimodal cells): from each fold's fine-tuned 8-class model, the
+backbone alone in eval mode, on the central 88 frames' patches (ResNets, eyes averaged) or the same audio
+window (Wav2Vec2): one (clips, frames, dims) array per fold. A fold's model never saw its test actors, so its
+features of them are honest test inputs for that fold's fusion model.
+
+CLI (the ``finetune_backbone`` and ``extract_frozen`` rules)::
+
+    python -m avemotion.finetune train --spec '<TrainSpec JSON>' --inputs results/patches/Actor_* \
+        --clips results/clips/clips.csv --manifest results/clips/data_manifest.json \
+        --out results/finetune/face_resnet/multiclass/all/fold0
+    python -m avemotion.finetune frozen --feature face_resnet \
+        --checkpoint results/finetune/face_resnet/multiclass/all/fold0/checkpoint.pt \
+        --inputs results/patches/Actor_* --clips results/clips/clips.csv \
+        --out results/features/face_resnet/fold0/features.npy --index .../index.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from avemotion import backbones, patches, registry, train
+from avemotion.features import load_audio
+from avemotion.io import atomic_save_npy, atomic_write_text
+from avemotion.registry import Feature
+
+
+class FrameEncoder(nn.Module):
+    """A ResNet applied to every patch of every frame; a frame's patches (the two eyes) are averaged."""
+
+    def __init__(self, name: str, params: dict) -> None:
+        super().__init__()
+        self.name, self.params = name, dict(params)
+        self.net = backbones.build_resnet(backbones.parse_config(name, params))
+        self.out_features = self.net.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, v = x.shape[:3]  # (B, T, V, H, W, 3) uint8
+        z = backbones.imagenet_normalize(x.flatten(0, 2))  # (B*T*V, 3, H, W)
+        return self.net(z).view(b, t, v, -1).mean(dim=2)  # (B, T, D)
+
+    def architecture(self) -> dict:
+        """What rebuilds this encoder untrained, before a fine-tuned state dict is loaded into it."""
+        return {"name": self.name, "params": {**self.params, "init": "random"}}
+
+
+class SpeechEncoder(nn.Module):
+    """Wav2Vec2's last hidden states, one vector per 20 ms frame."""
+
+    def __init__(self, name: str, params: dict) -> None:
+        super().__init__()
+        self.name, self.params = name, dict(params)
+        self.net = backbones.build_wav2vec2(backbones.parse_config(name, params))
+        self.out_features = self.net.config.hidden_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).last_hidden_state  # (B, L) -> (B, 146, D)
+
+    def architecture(self) -> dict:
+        # The checkpoint's own Wav2Vec2Config, so rebuilding needs neither the hub nor the prefetched folder.
+        config = self.net.config.to_dict()
+        return {"name": self.name, "params": {**self.params, "init": "random", "config": config}}
+
+
+def build_encoder(name: str, params: dict) -> nn.Module:
+    """The encoder of backbone ``name`` (``backbones.<name>``: resnet, wav2vec2_base, wav2vec2_large)."""
+    return (FrameEncoder if name == "resnet" else SpeechEncoder)(name, params)
+
+
+def encoder_from_architecture(architecture: dict) -> nn.Module:
+    return build_encoder(architecture["name"], architecture["params"])
+
+
+class BackboneClassifier(nn.Module):
+    """Backbone + TIM-Net classifier, trained end to end: raw inputs -> logits."""
+
+    def __init__(self, backbone: nn.Module, timnet: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.timnet = timnet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.timnet(self.backbone(x))  # (B, ...) -> (B, T, D) -> (B, n_outputs)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def actor_folders(paths: list[Path]) -> dict[int, Path]:
+    """actor -> its folder among per-actor inputs named ``Actor_XX`` (patch folders, audio .npz)."""
+    folders = {}
+    for path in paths:
+        name = Path(path).stem
+        if not name.startswith("Actor_"):
+            raise ValueError(f"{path}: expected a per-actor input named Actor_XX")
+        folders[int(name.removeprefix("Actor_"))] = Path(path)
+    return folders
+
+
+def load_patches(table: pd.DataFrame, folders: list[Path], streams: tuple[str, ...], frame_set: str):
+    """(clips, frames, streams, size, size, 3) uint8 patches of every clip of ``table``, in its order."""
+    by_actor = actor_folders(folders)
+    clips = []
+    for row in table.itertuples(index=False):
+        if row.actor not in by_actor:
+            raise ValueError(f"no patch folder for actor {row.actor} among the inputs")
+        views = [patches.read_patches(by_actor[row.actor], row.clip, s, frame_set) for s in streams]
+        clips.append(np.stack(views, axis=1))  # (T, V, S, S, 3)
+    return torch.from_numpy(np.stack(clips))
+
+
+def load_inputs(feature: Feature, table: pd.DataFrame, inputs: list[Path], frame_set: str) -> torch.Tensor:
+    """A backbone feature's raw inputs for every clip of ``table``: patches (frame set ``finetune`` or
+    ``central``) or the 16 kHz z-scored audio window."""
+    if feature.source == "patches":
+        return load_patches(table, inputs, feature.streams, frame_set)
+    return backbones.speech_input(load_audio(table, inputs))
+
+
+# --------------------------------------------------------------------------------------- frozen features
+
+
+@torch.no_grad()
+def frozen_features(
+    encoder: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, amp: bool = False
+) -> np.ndarray:
+    """(clips, frames, dims) float32 features of the encoder in eval mode; its weights stay as they are."""
+    encoder.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with train.autocast(device, amp):
+            out.append(encoder(x[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as e:
+        raise train.TrainingError(
+            f"{path}: cannot read the fine-tuned checkpoint ({e}); rerun its job"
+        ) from None
+
+
+def fine_tuned_encoder(checkpoint: dict, where: Path) -> nn.Module:
+    """The fine-tuned backbone of a ``finetune`` checkpoint, its architecture rebuilt and weights loaded."""
+    if checkpoint.get("backbone") is None:
+        raise train.TrainingError(f"{where} is not the checkpoint of a fine-tuned backbone")
+    encoder = encoder_from_architecture(checkpoint["backbone"])
+    prefix = "backbone."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(state, strict=True)
+    return encoder
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _train_main(args: argparse.Namespace) -> int:
+    def run(spec, table: pd.DataFrame) -> dict:
+        feature = registry.get(spec.configuration)
+        if not feature.is_backbone or spec.backbone is None:
+            raise train.TrainingError(f"{spec.configuration} is not a backbone feature")
+        try:
+            torch.manual_seed(spec.seed)  # a random-init (demo) backbone starts from the same weights
+            encoder = build_encoder(feature.backbone, spec.backbone)  # first: missing weights fail fast
+            x = load_inputs(feature, table, args.inputs, "finetune")
+        except (ValueError, backbones.BackboneError, patches.PatchError) as e:
+            raise train.TrainingError(str(e)) from None
+        return train.train_job(spec, table, x, args.threads, backbone=encoder)
+
+    return train.run_job(args, run)
+
+
+def _frozen_main(args: argparse.Namespace) -> int:
+    feature = registry.get(args.feature)
+    table = pd.read_csv(args.clips)
+    torch.set_num_threads(args.threads)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        encoder = fine_tuned_encoder(checkpoint, args.checkpoint)
+        spec = checkpoint["spec"]
+        device = train.pick_device(spec["device"])
+        x = load_inputs(feature, table, args.inputs, "central")
+        features = frozen_features(
+            encoder.to(device), x, args.batch_size or spec["batch_size"], device, spec["mixed_precision"]
+        )
+    except (ValueError, train.TrainingError, backbones.BackboneError, patches.PatchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if features.shape[1] != feature.frozen_frames or not np.isfinite(features).all():
+        print(
+            f"error: {args.feature} frozen features {features.shape} (expected {feature.frozen_frames} "
+            "frames) or not finite",
+            file=sys.stderr,
+        )
+        return 1
+    atomic_save_npy(args.out, features)
+    index = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))})
+    atomic_write_text(args.index, index.to_csv(index=False))
+    print(f"{args.feature} fold {spec['fold']} frozen features: {features.shape} -> {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("train", help="fine-tune a backbone under TIM-Net for one fold job")
+    train.add_job_arguments(fit)
+    fit.add_argument("--inputs", type=Path, nargs="+", required=True, help="per-actor patches or audio")
+    frozen = sub.add_parser("frozen", help="frozen per-fold features of a fine-tuned backbone")
+    frozen.add_argument(
+        "--feature", required=True, choices=[k for k, f in registry.FEATURES.items() if f.is_backbone]
+    )
+    frozen.add_argument("--checkpoint", type=Path, required=True)
+    frozen.add_argument("--inputs", type=Path, nargs="+", required=True)
+    frozen.add_argument("--clips", type=Path, required=True)
+    frozen.add_argument("--out", type=Path, required=True)
+    frozen.add_argument("--index", type=Path, required=True)
+    frozen.add_argument("--threads", type=int, default=1)
+    frozen.add_argument("--batch-size", type=int, default=0, help="clips per batch (0: the job's batch size)")
+    args = parser.parse_args(argv)
+    return _train_main(args) if args.command == "train" else _frozen_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
