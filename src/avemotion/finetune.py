@@ -202,10 +202,22 @@ def _frozen_main(args: argparse.Namespace) -> int:
         encoder = fine_tuned_encoder(checkpoint, args.checkpoint)
         spec = checkpoint["spec"]
         device = train.pick_device(spec["device"])
-        x = load_inputs(feature, table, args.inputs, "central")
-        features = frozen_features(
-            encoder.to(device), x, args.batch_size or spec["batch_size"], device, spec["mixed_precision"]
-        )
+        encoder = encoder.to(device)
+        batch = args.batch_size or spec["batch_size"]
+        # Patches are read a batch of clips at a time (the central 88 frames of every clip's two eyes at
+        # 224 x 224 would be 38 GB); the audio windows of all clips fit in memory (270 MB) and are read once.
+        chunk = batch if feature.source == "patches" else len(table)
+        parts = [
+            frozen_features(
+                encoder,
+                load_inputs(feature, table.iloc[start : start + chunk], args.inputs, "central"),
+                batch,
+                device,
+                spec["mixed_precision"],
+            )
+            for start in range(0, len(table), chunk)
+        ]
+        features = np.concatenate(parts)
     except (ValueError, train.TrainingError, backbones.BackboneError, patches.PatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

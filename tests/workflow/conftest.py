@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from avemotion import config as avcfg
+from avemotion import paper
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -75,8 +76,9 @@ def small_config(**data_changes) -> dict:
     config["patches"].update(demo["patches"])
     config["backbones"] = avcfg.deep_update(config["backbones"], demo["backbones"])
     tiny = {"learning_rate": 0.002, "batch_size": 8, "epochs": 2, "channels": 8}
-    config["training"]["hyperparameters"]["eyes_resnet"]["multiclass"] = {**tiny, "scales": 3}
-    config["training"]["hyperparameters"]["wav2vec2_large"]["multiclass"] = {**tiny, "scales": 8}
+    for feature in ("face_resnet", "eyes_resnet", "mouth_resnet", "wav2vec2_base", "wav2vec2_large"):
+        scales = 3 if feature.endswith("resnet") else 8  # the demo's 10 fine-tuning frames; 146 frames
+        config["training"]["hyperparameters"][feature] = {t: {**tiny, "scales": scales} for t in paper.TASKS}
     config["experiments"] = {
         "table1": ["lms", "face_kpd"],
         "table2": ["lms", "face_kpd", "eyes_resnet", "wav2vec2_large"],

@@ -51,6 +51,9 @@ def test_demo_subset_runs_from_archives_to_tables(demo_run):
     project, result = demo_run
     counts = job_counts(result.stdout + result.stderr)
     assert counts["train_model"] == 2 * (8 * 2 + 2) and counts["extract_openface"] == 4
+    assert (
+        counts["crop_patches"] == 4 and counts["finetune_backbone"] == 2 * 2 and counts["extract_frozen"] == 4
+    )
     t1 = pd.read_csv(project / "results/tables/table1.csv")
     lms = t1[t1.configuration == "lms"]
     run = t1.configuration.isin(["lms", "face_kpd"])
@@ -91,10 +94,33 @@ def test_every_fold_job_is_one_finished_mlflow_run(demo_run):
     project, _ = demo_run
     rows = mlflow_runs(project)
     active = [r for r in rows if r[3] == "active"]
-    assert len(active) == 36 and len({r[4] for r in active}) == 36
+    assert len(active) == 40 and len({r[4] for r in active}) == 40
     assert all(r[2] == "FINISHED" for r in active)
     assert {r[0] for r in active} == {"avemotion/table1-binary", "avemotion/table2-multiclass"}
-    assert "Table 2 / LMS / fold 1" in {r[1] for r in active}
+    assert {"Table 2 / LMS / fold 1", "Table 2 / Eyes ResNet / fold 0"} <= {r[1] for r in active}
+
+
+def test_backbones_fine_tune_per_fold_and_give_frozen_per_fold_features(demo_run):
+    project, _ = demo_run
+    clips = pd.read_csv(project / "results/clips/clips.csv")
+    t2 = pd.read_csv(project / "results/tables/table2.csv")
+    for feature, shape in (("eyes_resnet", (32, 88, 512)), ("wav2vec2_large", (32, 146, 48))):
+        folds = []
+        for k in (0, 1):
+            metrics = json.loads(
+                (project / f"results/finetune/{feature}/multiclass/all/fold{k}/metrics.json").read_text()
+            )
+            assert metrics["n_train"] == 16 and metrics["n_test"] == 16 and metrics["device"] == "cpu"
+            index = pd.read_csv(project / f"results/features/{feature}/fold{k}/index.csv")
+            assert index["clip"].tolist() == clips["clip"].tolist()
+            folds.append(np.load(project / f"results/features/{feature}/fold{k}/features.npy"))
+            assert folds[-1].shape == shape and np.isfinite(folds[-1]).all()
+        assert not np.allclose(folds[0], folds[1])  # each fold's own fine-tuned backbone
+        assert t2[t2.configuration == feature]["n_folds"].tolist() == [2]
+    # the patches the ResNets saw: the demo's 24 x 24, 10 fine-tuning frames and the central 88
+    sidecar = json.loads((project / "results/patches/Actor_03/01-01-04-01-01-01-03.json").read_text())
+    assert sidecar["size"] == 24 and len(sidecar["frames"]["finetune"]) == 10
+    assert len(sidecar["frames"]["central"]) == 88
 
 
 def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):
@@ -126,6 +152,18 @@ def test_bad_config_key_fails_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "learnig_rate" in result.stdout + result.stderr
     assert not (project / "results").exists()
+
+
+def test_pretrained_weights_elsewhere_must_exist_before_any_job(tmp_path):
+    # A user's own copy of the weights, named in config: the DAG needs it (no prefetch rule writes it there)
+    # and says which file is missing before anything runs; nothing falls back to random weights.
+    config = small_config()
+    config["backbones"]["resnet"].update({"init": "pretrained", "layers": None, "path": "/data/w/resnet"})
+    project = project_with(tmp_path / "p", config)
+    result = snakemake(project, "-n")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Missing input files" in output and "affected files:\n        /data/w/resnet" in output
 
 
 def test_out_of_range_value_names_the_key(tmp_path):
