@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -72,7 +71,7 @@ import torchaudio
 import torchvision
 
 from avemotion import paper
-from avemotion.io import atomic_path, atomic_write_text
+from avemotion.io import atomic_path, atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2Model
@@ -447,16 +446,8 @@ def wav2vec2_frames(n_samples_16k: int, model_config: Any = None) -> int:
 # --------------------------------------------------------------------------------------------------- prefetch
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _file_entry(path: Path, name: str) -> dict:
-    return {"name": name, "sha256": _sha256(path), "size": path.stat().st_size}
+    return {"name": name, "sha256": sha256_file(path), "size": path.stat().st_size}
 
 
 def destination(cfg: BackboneConfig, out: Path | str | None = None) -> Path:
@@ -503,7 +494,7 @@ def _recorded(record_file: Path, request: dict, root: Path) -> dict | None:
             return None
         for entry in record["files"]:
             path = root / entry["name"]
-            if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
                 return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -388,14 +388,8 @@ def training_cost(
     task_classes = 2 if spec.task == "binary" else len(paper.CLASSES)
     y = (torch.arange(n) % task_classes).to(device)
     weights = torch.ones(2, device=device) if spec.task == "binary" else None
-    opt = torch.optim.Adam(
-        (p for p in model.parameters() if p.requires_grad),
-        lr=spec.learning_rate,
-        betas=(spec.beta1, spec.beta2),
-        eps=spec.eps,
-        weight_decay=spec.weight_decay,
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    opt = train.adam(model, spec)
+    scaler = train.grad_scaler(amp)
 
     def forward_backward() -> torch.Tensor:
         with train.autocast(device, amp):

