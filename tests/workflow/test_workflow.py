@@ -67,7 +67,9 @@ def test_demo_subset_runs_from_archives_to_tables(demo_run):
     assert lms[lms.emotion == "angry"]["mean"].iloc[0] == pytest.approx(sum(folds) / 2, abs=1e-4)
     md2 = (project / "results/tables/table2.md").read_text()
     assert re.search(
-        r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| not run \|", md2
+        r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| "
+        r"\d+\.\d\d ± \d+\.\d\d \(paper: not published\) \|",
+        md2,
     )
     clips = pd.read_csv(project / "results/clips/clips.csv")
     assert len(clips) == 32 and set(clips.emotion) == set(paper.CLASSES)
