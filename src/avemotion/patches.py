@@ -25,8 +25,9 @@ the same (a clip without a face is not usable). The lost frames are listed in th
 Frame sets (0-based video frame indices; ``n`` = the video's frame count, the tracking sidecar's
 ``video_frames``, which must equal the container's count; tracking rows beyond ``n`` are ignored):
 
-- ``finetune``: FINETUNE_FRAMES = 20 frames evenly spaced over the whole video, ``round_half_up(linspace(0,
-  n - 1, 20))`` (first and last frame included, strictly increasing for n >= 20; n < 20 is an error);
+- ``finetune``: k frames evenly spaced over the whole video, ``round_half_up(linspace(0, n - 1, k))`` with
+  k = config ``patches.finetune_frames`` (paper.FINETUNE_FRAMES = 20: "20 equally spaced samples from the full
+  video"; the demo uses 10); first and last frame included, strictly increasing for n >= k, n < k an error;
 - ``central``: the central 88 frames, ``range(*audio.frame_window(n))``, the frames of every other feature.
 
 Each needed frame is decoded once (PyAV, rgb24), each stream's box cropped and resized to ``size`` x
