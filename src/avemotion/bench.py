@@ -3,7 +3,7 @@
 ``backbones``: what fine-tuning the pretrained backbones under TIM-Net (rule ``finetune_backbone``, one job
 per feature, task, target and fold) and extracting their frozen per-fold features (rule ``extract_frozen``)
 cost. For every backbone feature of the registry it builds the real architecture untrained (timing needs no
-weights) exactly as a job builds it (``finetune.build_encoder`` + ``finetune.BackboneClassifier`` with the
+weights) exactly as a job builds it (``finetune.build_encoder`` + ``BackboneClassifier`` with the
 feature's Table 3 TIM-Net), feeds inputs shaped like the real ones and measures:
 
 - the training step (forward, loss, backward, Adam step, as ``train.fit`` does: ``train.autocast`` and a
@@ -50,6 +50,7 @@ import resource
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ from avemotion import backbones, finetune, paper, registry, train
 from avemotion import config as avcfg
 from avemotion.config import TrainSpec
 from avemotion.io import atomic_write_text
-from avemotion.models import TIMNetClassifier, TIMNetConfig
+from avemotion.models import BackboneClassifier, TIMNetClassifier, TIMNetConfig
 
 BACKBONE_FEATURES = tuple(k for k, f in registry.FEATURES.items() if f.is_backbone)
 RULES = ("finetune_backbone", "extract_frozen")
@@ -145,10 +146,9 @@ def targets_per_fold(config: dict, feature: str, task: str) -> int:
 def finetune_job_counts(
     config: dict, features: Sequence[str] = BACKBONE_FEATURES
 ) -> dict[tuple[str, str], int]:
-    """(feature, task) -> number of ``finetune_backbone`` jobs, for the backbone features that have any."""
-    n_folds = len(avcfg.folds_of(config))
-    counts = {(f, t): targets_per_fold(config, f, t) * n_folds for f in features for t in paper.TASKS}
-    return {k: v for k, v in counts.items() if v}
+    """(feature, task) -> number of ``finetune_backbone`` jobs, for the backbone features that have any: the
+    workflow's own fold jobs (``config.fold_jobs``), counted."""
+    return dict(Counter((name, task) for name, task, _, _ in avcfg.fold_jobs(config) if name in features))
 
 
 def frozen_job_counts(config: dict, features: Sequence[str] = BACKBONE_FEATURES) -> dict[str, int]:
@@ -449,7 +449,7 @@ def measure_backbone(
             dropout=spec.dropout,
         )
         n_outputs = 1 if task == "binary" else len(paper.CLASSES)
-        model = finetune.BackboneClassifier(encoder, TIMNetClassifier(cfg, n_outputs)).to(device)
+        model = BackboneClassifier(encoder, TIMNetClassifier(cfg, n_outputs)).to(device)
         x = example_inputs(config, feature, batch, feature.frames)
         train_flops, train_s = training_cost(model, x, spec, device, steps, warmup)
         peak_train = memory.peak_mb()

@@ -148,6 +148,24 @@ def patch_params(config: dict) -> dict:
     return {**config["patches"], "lost": dict(config["tracking"]["lost"])}
 
 
+def fold_jobs(config: dict) -> list[tuple[str, str, str, int]]:
+    """Every fold job the tables need, as (configuration, task, target, fold): one per emotion and fold for
+    each Table 1 row (binary), one per fold for each Table 2 cell (multiclass), in config order."""
+    folds = sorted(folds_of(config))
+    jobs = [
+        (name, "binary", target, fold)
+        for name in implemented_configurations(config, "table1")
+        for target in paper.CLASSES
+        for fold in folds
+    ]
+    jobs += [
+        (name, "multiclass", "all", fold)
+        for name in implemented_configurations(config, "table2")
+        for fold in folds
+    ]
+    return jobs
+
+
 def job_dir(configuration: str, task: str, target: str, fold: int | str) -> str:
     """Where a fold job writes its outputs: ``results/finetune/...`` for a pretrained backbone fine-tuned on
     its own (avemotion.finetune), ``results/train/...`` for TIM-Net on feature arrays (avemotion.train)."""

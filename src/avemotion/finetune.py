@@ -92,18 +92,6 @@ def encoder_from_architecture(architecture: dict) -> nn.Module:
     return build_encoder(architecture["name"], architecture["params"])
 
 
-class BackboneClassifier(nn.Module):
-    """Backbone + TIM-Net classifier, trained end to end: raw inputs -> logits."""
-
-    def __init__(self, backbone: nn.Module, timnet: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.timnet = timnet
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.timnet(self.backbone(x))  # (B, ...) -> (B, T, D) -> (B, n_outputs)
-
-
 # --------------------------------------------------------------------------------------------- inputs
 
 

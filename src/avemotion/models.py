@@ -205,6 +205,19 @@ class TIMNetClassifier(nn.Module):
         return self.head(self.encoder(x))  # (B, T, F) -> (B, C) -> (B, n_outputs)
 
 
+class BackboneClassifier(nn.Module):
+    """A pretrained backbone (``avemotion.finetune``) under a TIM-Net classifier, trained end to end: raw inputs
+    (patches, audio) -> per-time-step features (B, T, D) -> logits."""
+
+    def __init__(self, backbone: nn.Module, timnet: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.timnet = timnet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.timnet(self.backbone(x))  # (B, ...) -> (B, T, D) -> (B, n_outputs)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of parameters. BatchNorm running mean/variance are buffers, not parameters, so they are never
     counted (Keras' summary lists them as "non-trainable params")."""

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from avemotion import paper, registry, runs
 from avemotion.config import TrainSpec
 from avemotion.io import atomic_path, atomic_write_text
-from avemotion.models import TIMNetClassifier, TIMNetConfig
+from avemotion.models import BackboneClassifier, TIMNetClassifier, TIMNetConfig
 
 OUTPUTS = ("metrics.json", "predictions.csv", "history.csv", "confusion.csv", "checkpoint.pt")
 
@@ -281,8 +281,6 @@ def train_job(
         x_eval = torch.as_tensor(np.ascontiguousarray(x_test), device=device)
         eval_batch = 256
     else:
-        from avemotion.finetune import BackboneClassifier  # the backbone stack, only where it is used
-
         model = BackboneClassifier(backbone, TIMNetClassifier(cfg, n_outputs)).to(device)
         xt, x_eval, eval_batch = x_train, x_test, spec.batch_size
     yt = torch.as_tensor(y_all[~test_mask], device=device)

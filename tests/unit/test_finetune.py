@@ -9,7 +9,7 @@ import torch
 
 from avemotion import config as C
 from avemotion import finetune, paper, registry, train
-from avemotion.models import TIMNetClassifier, TIMNetConfig
+from avemotion.models import BackboneClassifier, TIMNetClassifier, TIMNetConfig
 
 RESNET = {"arch": "resnet18", "weights": "IMAGENET1K_V1", "path": "unused", "init": "random"}
 TINY_W2V = {
@@ -89,7 +89,7 @@ def test_a_fine_tuning_step_changes_the_backbone_weights():
     torch.manual_seed(0)
     encoder = finetune.build_encoder("resnet", RESNET)
     cfg = TIMNetConfig(in_features=encoder.out_features, channels=8, scales=3)
-    model = finetune.BackboneClassifier(encoder, TIMNetClassifier(cfg, n_outputs=8))
+    model = BackboneClassifier(encoder, TIMNetClassifier(cfg, n_outputs=8))
     before = _state(encoder)
     x, y = patches_of(4, frames=8), torch.tensor([0, 1, 2, 3])
     spec = C.TrainSpec(**{**_tiny_spec().__dict__, "batch_size": 4, "epochs": 1})
@@ -103,7 +103,7 @@ def test_wav2vec2_fine_tuning_keeps_the_frozen_feature_encoder_and_trains_the_tr
     torch.manual_seed(0)
     encoder = finetune.build_encoder("wav2vec2_base", TINY_W2V)
     cfg = TIMNetConfig(in_features=encoder.out_features, channels=8, scales=8)
-    model = finetune.BackboneClassifier(encoder, TIMNetClassifier(cfg, n_outputs=1))
+    model = BackboneClassifier(encoder, TIMNetClassifier(cfg, n_outputs=1))
     before = _state(encoder)
     audio = np.random.default_rng(1).normal(0, 0.1, (4, paper.N_SAMPLES)).astype(np.float32)
     x, y = finetune.backbones.speech_input(audio), torch.tensor([0, 1, 0, 1])

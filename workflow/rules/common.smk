@@ -27,8 +27,6 @@ FEATURE_SOURCES = {
     "tracking": "results/tracking/Actor_{actor}",
     "patches": "results/patches/Actor_{actor}",
 }
-TABLE1 = avcfg.implemented_configurations(config, "table1")
-TABLE2 = avcfg.implemented_configurations(config, "table2")
 MLFLOW_URI = runs.tracking_uri(config["mlflow"]["tracking_uri"], Path.cwd())
 MLFLOW_INIT = (
     f"python -m avemotion.runs init --uri '{MLFLOW_URI}' "
@@ -55,18 +53,7 @@ wildcard_constraints:
 
 def train_metrics():
     """metrics.json of every fold job the tables need (from the registry and config experiments)."""
-    jobs = [
-        (configuration, "binary", target, fold)
-        for configuration in TABLE1
-        for target in paper.CLASSES
-        for fold in FOLDS
-    ]
-    jobs += [
-        (configuration, "multiclass", "all", fold)
-        for configuration in TABLE2
-        for fold in FOLDS
-    ]
-    return [f"{avcfg.job_dir(*job)}/metrics.json" for job in jobs]
+    return [f"{avcfg.job_dir(*job)}/metrics.json" for job in avcfg.fold_jobs(config)]
 
 
 def configuration_features(wildcards):
