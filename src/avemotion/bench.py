@@ -1,7 +1,7 @@
 """Benchmarks and the cost model of the full reproduction.
 
-``backbones``: what fine-tuning the pretrained backbones under TIM-Net (rule ``finetune_backbone``, one job
-per feature, task, target and fold) and extracting their frozen per-fold features (rule ``extract_frozen``)
+``backbones``: what fine-tuning the pretrained backbones under TIM-Net (rules ``finetune_binary`` and
+``finetune_multiclass``, one job per feature, task and fold, training its 8 or 1 targets) and extracting their frozen per-fold features (rule ``extract_frozen``)
 cost. For every backbone feature of the registry it builds the real architecture untrained (timing needs no
 weights) exactly as a job builds it (``finetune.build_encoder`` + ``BackboneClassifier`` with the
 feature's Table 3 TIM-Net), feeds inputs shaped like the real ones and measures:
@@ -16,7 +16,7 @@ feature's Table 3 TIM-Net), feeds inputs shaped like the real ones and measures:
   before the model was built (sampled every 10 ms).
 
 Then it projects the full run from the config: per fold, n_test = the fold's actors x clips per actor and
-n_train = the other actors' clips; a fine-tune job costs epochs x n_train training clips plus one evaluation
+n_train = the other actors' clips; each fine-tuned model costs epochs x n_train training clips plus one evaluation
 pass over n_test clips (the eval forward is taken as the frozen forward scaled to the fine-tuning frames,
 20/88 for the ResNets); an ``extract_frozen`` job passes every clip through the encoder once. Hours come from
 the measured throughput on the measuring device and, as a separate and clearly labelled ASSUMPTION, from the
@@ -66,7 +66,7 @@ from avemotion.io import atomic_write_text
 from avemotion.models import BackboneClassifier, TIMNetClassifier, TIMNetConfig
 
 BACKBONE_FEATURES = tuple(k for k, f in registry.FEATURES.items() if f.is_backbone)
-RULES = ("finetune_backbone", "extract_frozen")
+RULES = ("finetune_binary", "finetune_multiclass", "extract_frozen")
 # facebook/wav2vec2-large's architecture (its config.json); everything else is the Wav2Vec2Config default,
 # which is facebook/wav2vec2-base's architecture. The three last keys are defaults, spelt out because they
 # are what distinguishes these checkpoints from the "lv60" / "xlsr" large models.
@@ -135,7 +135,7 @@ def fold_clips(config: dict) -> dict[int, tuple[int, int]]:
 
 
 def targets_per_fold(config: dict, feature: str, task: str) -> int:
-    """Fine-tune jobs of ``feature`` for ``task`` per fold: one per emotion for a Table 1 row (binary), one
+    """Models fine-tuned per fold for ``feature`` and ``task``: one per emotion for a Table 1 row (binary), one
     for a Table 2 single-feature cell (multiclass), none otherwise."""
     table = "table1" if task == "binary" else "table2"
     if feature not in avcfg.implemented_configurations(config, table):
@@ -146,9 +146,9 @@ def targets_per_fold(config: dict, feature: str, task: str) -> int:
 def finetune_job_counts(
     config: dict, features: Sequence[str] = BACKBONE_FEATURES
 ) -> dict[tuple[str, str], int]:
-    """(feature, task) -> number of ``finetune_backbone`` jobs, for the backbone features that have any: the
-    workflow's own fold jobs (``config.fold_jobs``), counted."""
-    return dict(Counter((name, task) for name, task, _, _ in avcfg.fold_jobs(config) if name in features))
+    """(feature, task) -> number of ``finetune_<task>`` jobs, for the backbone features that have any: the
+    workflow's own training jobs (``config.training_jobs``: one per fold, all its targets), counted."""
+    return dict(Counter((name, task) for name, task, _ in avcfg.training_jobs(config) if name in features))
 
 
 def frozen_job_counts(config: dict, features: Sequence[str] = BACKBONE_FEATURES) -> dict[str, int]:
@@ -158,7 +158,7 @@ def frozen_job_counts(config: dict, features: Sequence[str] = BACKBONE_FEATURES)
 
 
 def job_hours(epochs: int, n_train: int, n_test: int, train_rate: float, eval_rate: float) -> float:
-    """Hours of one fine-tune job: ``epochs`` passes over ``n_train`` clips at ``train_rate`` clips/s, then one
+    """Hours of one fine-tuned model: ``epochs`` passes over ``n_train`` clips at ``train_rate`` clips/s, then one
     evaluation pass over ``n_test`` clips at ``eval_rate`` clips/s."""
     return (epochs * n_train / train_rate + n_test / eval_rate) / 3600
 
@@ -167,7 +167,7 @@ def job_hours(epochs: int, n_train: int, n_test: int, train_rate: float, eval_ra
 class Workload:
     """All jobs of one rule for one feature and task, summed over folds and targets."""
 
-    rule: str  # finetune_backbone | extract_frozen
+    rule: str  # finetune_binary | finetune_multiclass | extract_frozen
     feature: str
     task: str  # binary | multiclass; "-" for extract_frozen (the 8-class fold model's encoder)
     jobs: int
@@ -192,7 +192,7 @@ def workloads(config: dict, features: Sequence[str] = BACKBONE_FEATURES) -> list
         targets, epochs = targets_per_fold(config, feature, task), int(hp[feature][task]["epochs"])
         out.append(
             Workload(
-                "finetune_backbone", feature, task, jobs, epochs, targets * epochs * n_train, targets * n_test
+                f"finetune_{task}", feature, task, jobs, epochs, targets * epochs * n_train, targets * n_test
             )
         )
     for feature, jobs in frozen_job_counts(config, features).items():

@@ -18,6 +18,8 @@ import yaml
 from avemotion import paper, registry
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# The files every fold job writes into its job_dir (avemotion.train.write_outputs).
+JOB_OUTPUTS = ("metrics.json", "predictions.csv", "history.csv", "confusion.csv", "checkpoint.pt")
 
 
 class ConfigError(ValueError):
@@ -155,8 +157,8 @@ def fold_jobs(config: dict) -> list[tuple[str, str, str, int]]:
     jobs = [
         (name, "binary", target, fold)
         for name in implemented_configurations(config, "table1")
-        for target in paper.CLASSES
         for fold in folds
+        for target in paper.CLASSES
     ]
     jobs += [
         (name, "multiclass", "all", fold)
@@ -164,6 +166,17 @@ def fold_jobs(config: dict) -> list[tuple[str, str, str, int]]:
         for fold in folds
     ]
     return jobs
+
+
+def targets_of(task: str) -> tuple[str, ...]:
+    """The targets of a task's fold jobs: every emotion one-vs-rest (binary), "all" (multiclass)."""
+    return paper.CLASSES if task == "binary" else ("all",)
+
+
+def training_jobs(config: dict) -> list[tuple[str, str, int]]:
+    """The workflow's training jobs, as (configuration, task, fold): one process trains every target of a
+    configuration, task and fold (the 8 one-vs-rest models of a binary fold share its start-up and data)."""
+    return list(dict.fromkeys((name, task, fold) for name, task, _, fold in fold_jobs(config)))
 
 
 def job_dir(configuration: str, task: str, target: str, fold: int | str) -> str:

@@ -18,7 +18,8 @@ backbone alone in eval mode, on the central 88 frames' patches (ResNets, eyes av
 window (Wav2Vec2): one (clips, frames, dims) array per fold. A fold's model never saw its test actors, so its
 features of them are honest test inputs for that fold's fusion model.
 
-CLI (the ``finetune_backbone`` and ``extract_frozen`` rules)::
+CLI (the ``finetune_binary``, ``finetune_multiclass`` and ``extract_frozen`` rules; ``train`` takes one
+``--spec`` and ``--out`` per target of a fold, as ``avemotion.train`` does, and reads the inputs once)::
 
     python -m avemotion.finetune train --spec '<TrainSpec JSON>' --inputs results/patches/Actor_* \
         --clips results/clips/clips.csv --manifest results/clips/data_manifest.json \
@@ -166,6 +167,8 @@ def fine_tuned_encoder(checkpoint: dict, where: Path) -> nn.Module:
 
 
 def _train_main(args: argparse.Namespace) -> int:
+    loaded: dict[str, torch.Tensor] = {}  # the raw inputs, read once for all the process's jobs
+
     def run(spec, table: pd.DataFrame) -> dict:
         feature = registry.get(spec.configuration)
         if not feature.is_backbone or spec.backbone is None:
@@ -173,12 +176,13 @@ def _train_main(args: argparse.Namespace) -> int:
         try:
             torch.manual_seed(spec.seed)  # a random-init (demo) backbone starts from the same weights
             encoder = build_encoder(feature.backbone, spec.backbone)  # first: missing weights fail fast
-            x = load_inputs(feature, table, args.inputs, "finetune")
+            if not loaded:
+                loaded["inputs"] = load_inputs(feature, table, args.inputs, "finetune")
         except (ValueError, backbones.BackboneError, patches.PatchError) as e:
             raise train.TrainingError(str(e)) from None
-        return train.train_job(spec, table, x, args.threads, backbone=encoder)
+        return train.train_job(spec, table, loaded["inputs"], args.threads, backbone=encoder)
 
-    return train.run_job(args, run)
+    return train.run_jobs(args, run)
 
 
 def _frozen_main(args: argparse.Namespace) -> int:

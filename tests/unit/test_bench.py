@@ -1,6 +1,7 @@
 """The backbone cost model: projection arithmetic by hand, and the measuring CLI on tiny random backbones."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -52,28 +53,29 @@ def test_uneven_clip_count_is_refused(full_config):
 def test_job_counts_of_the_full_run(full_config):
     # Table 1 rows: 8 emotions x 5 folds; Table 2 single-feature cells: 5 folds. Wav2Vec2-B is only in Table 1,
     # Wav2Vec2-L only in Table 2.
+    # one job per fold: the 8 one-vs-rest models of a binary fold train in one process
     assert bench.finetune_job_counts(full_config) == {
-        ("wav2vec2_base", "binary"): 40,
+        ("wav2vec2_base", "binary"): 5,
         ("wav2vec2_large", "multiclass"): 5,
-        ("face_resnet", "binary"): 40,
+        ("face_resnet", "binary"): 5,
         ("face_resnet", "multiclass"): 5,
-        ("eyes_resnet", "binary"): 40,
+        ("eyes_resnet", "binary"): 5,
         ("eyes_resnet", "multiclass"): 5,
-        ("mouth_resnet", "binary"): 40,
+        ("mouth_resnet", "binary"): 5,
         ("mouth_resnet", "multiclass"): 5,
     }
     # extract_frozen: one job per fold for each backbone with an 8-class model
     assert bench.frozen_job_counts(full_config) == dict.fromkeys(
         ["wav2vec2_large", "eyes_resnet", "mouth_resnet", "face_resnet"], 5
     )
-    assert bench.finetune_job_counts(full_config, ["wav2vec2_base"]) == {("wav2vec2_base", "binary"): 40}
+    assert bench.finetune_job_counts(full_config, ["wav2vec2_base"]) == {("wav2vec2_base", "binary"): 5}
     assert bench.frozen_job_counts(full_config, ["wav2vec2_base"]) == {}
 
 
 def test_jobs_follow_the_experiments(full_config):
     full_config["experiments"]["table1"] = ["lms", "face_resnet"]
     full_config["experiments"]["table2"] = ["lms"]
-    assert bench.finetune_job_counts(full_config) == {("face_resnet", "binary"): 40}
+    assert bench.finetune_job_counts(full_config) == {("face_resnet", "binary"): 5}
     assert bench.frozen_job_counts(full_config) == {}
 
 
@@ -84,9 +86,9 @@ def test_job_hours_by_hand():
 
 def test_workloads_of_the_full_run(full_config):
     by_key = {(w.rule, w.feature, w.task): w for w in bench.workloads(full_config)}
-    w = by_key["finetune_backbone", "face_resnet", "binary"]
-    # 8 targets x 60 epochs x (4 folds x 1140 + 1200) train clips; 8 x 1440 test clips
-    assert (w.jobs, w.epochs, w.train_clips, w.eval_clips) == (40, 60, 8 * 60 * 5760, 8 * 1440)
+    w = by_key["finetune_binary", "face_resnet", "binary"]
+    # 5 fold jobs of 8 targets: 8 x 60 epochs x (4 folds x 1140 + 1200) train clips; 8 x 1440 test clips
+    assert (w.jobs, w.epochs, w.train_clips, w.eval_clips) == (5, 60, 8 * 60 * 5760, 8 * 1440)
     assert w.train_clips == 2_764_800
     hours = (2_764_800 / 10 + 11_520 / 100) / 3600
     assert w.hours(10.0, 100.0) == pytest.approx(hours) == pytest.approx(76.832)
@@ -94,7 +96,7 @@ def test_workloads_of_the_full_run(full_config):
         8 * bench.job_hours(60, tr, te, 10.0, 100.0) for tr, te in bench.fold_clips(full_config).values()
     )
     assert w.hours(10.0, 100.0) == pytest.approx(per_job)
-    w = by_key["finetune_backbone", "wav2vec2_large", "multiclass"]
+    w = by_key["finetune_multiclass", "wav2vec2_large", "multiclass"]
     assert (w.jobs, w.epochs, w.train_clips, w.eval_clips) == (5, 100, 100 * 5760, 1440)
     w = by_key["extract_frozen", "eyes_resnet", "-"]
     assert (w.jobs, w.epochs, w.train_clips, w.eval_clips) == (5, 0, 0, 5 * 1440)
@@ -155,10 +157,11 @@ def test_cost_rows_and_totals_by_hand(full_config):
     m = {"face_resnet": _measurement("face_resnet", 10.0, 44.0, 4e11, 8.8e11)}
     rows = bench.cost_rows(full_config, m, gpu_tflops=100.0)
     assert [(r["rule"], r["feature"], r.get("task")) for r in rows] == [
-        ("finetune_backbone", "face_resnet", "binary"),
-        ("finetune_backbone", "face_resnet", "multiclass"),
+        ("finetune_binary", "face_resnet", "binary"),
+        ("finetune_multiclass", "face_resnet", "multiclass"),
         ("extract_frozen", "face_resnet", "-"),
-        ("finetune_backbone", "total", None),
+        ("finetune_binary", "total", None),
+        ("finetune_multiclass", "total", None),
         ("extract_frozen", "total", None),
         ("total", "", None),
     ]
@@ -172,10 +175,16 @@ def test_cost_rows_and_totals_by_hand(full_config):
     assert multiclass["measured_hours"] == pytest.approx((60 * 5760 / 10 + 1440 / 193.6) / 3600)
     assert extract["measured_hours"] == pytest.approx(7200 / 44 / 3600)  # the full 88 frames
     assert extract["gpu_hours_assumed"] == pytest.approx(7200 / (1e14 / 8.8e11) / 3600)
-    fine_total, extract_total, total = rows[3:]
-    assert fine_total["jobs"] == 45 and extract_total["jobs"] == 5 and total["jobs"] == 50
-    assert fine_total["measured_hours"] == pytest.approx(
-        binary["measured_hours"] + multiclass["measured_hours"]
+    binary_total, multiclass_total, extract_total, total = rows[3:]
+    assert (binary_total["jobs"], multiclass_total["jobs"], extract_total["jobs"], total["jobs"]) == (
+        5,
+        5,
+        5,
+        15,
+    )
+    assert binary_total["measured_hours"] == binary["measured_hours"]
+    assert total["measured_hours"] == pytest.approx(
+        binary["measured_hours"] + multiclass["measured_hours"] + extract["measured_hours"]
     )
     assert total["gpu_hours_assumed"] == pytest.approx(sum(r["gpu_hours_assumed"] for r in rows[:3]))
 
@@ -228,11 +237,11 @@ def test_backbones_cli_on_tiny_backbones(root, tmp_path, capsys):
         "gpu_hours_assumed",
     ):
         assert column in table.columns
-    assert len(table) == 12 + 3  # the full run's 12 workloads, two rule totals, the overall total
+    assert len(table) == 12 + 4  # the full run's 12 workloads, three rule totals, the overall total
     rows = table[table["feature"].isin(bench.BACKBONE_FEATURES)].set_index(["rule", "feature", "task"])
     assert (rows[["train_clips_per_s", "frozen_clips_per_s", "train_gflop_per_clip"]] > 0).all().all()
-    assert rows.loc[("finetune_backbone", "eyes_resnet", "binary"), "batch"] == 1
-    assert rows.loc[("finetune_backbone", "face_resnet", "binary"), "batch"] == 2
+    assert rows.loc[("finetune_binary", "eyes_resnet", "binary"), "batch"] == 1
+    assert rows.loc[("finetune_binary", "face_resnet", "binary"), "batch"] == 2
     # frozen FLOPs: the trunk on 88 frames x its patches, counted independently on torchvision's resnet18
     per_image = _resnet18_flops(32) / 1e9
     for feature, views in (("face_resnet", 1), ("eyes_resnet", 2), ("mouth_resnet", 1)):
@@ -240,13 +249,13 @@ def test_backbones_cli_on_tiny_backbones(root, tmp_path, capsys):
         assert row["frozen_gflop_per_clip"] == pytest.approx(88 * views * per_image, rel=1e-4)
         assert row["measured_hours"] == pytest.approx(5 * 1440 / row["frozen_clips_per_s"] / 3600, rel=1e-4)
     # training counts the backward too: more than the forward of its 20 frames
-    face = rows.loc[("finetune_backbone", "face_resnet", "binary")]
+    face = rows.loc[("finetune_binary", "face_resnet", "binary")]
     assert face["train_gflop_per_clip"] > 2 * 20 * per_image
     assert face["measured_hours"] == pytest.approx(
         (2_764_800 / face["train_clips_per_s"] + 11_520 / face["eval_clips_per_s"]) / 3600, rel=1e-4
     )
     total = table[table["rule"] == "total"].iloc[0]
-    assert total["jobs"] == 200
+    assert total["jobs"] == 4 * 5 + 4 * 5 + 4 * 5  # fine-tune binary and 8-class, extract: per fold
 
     info = json.loads((out / "backbones.json").read_text())
     assert info["machine"]["torch"] == torch.__version__ and info["machine"]["device"] == "cpu"
@@ -257,7 +266,7 @@ def test_backbones_cli_on_tiny_backbones(root, tmp_path, capsys):
         "resnet18 32px x2",
     }
     md = (out / "backbones.md").read_text()
-    assert "| finetune_backbone | wav2vec2_base" in md and "NOT MEASURED" in md
+    assert re.search(r"\| finetune_binary +\| wav2vec2_base", md) and "NOT MEASURED" in md
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 

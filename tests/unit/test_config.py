@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from avemotion import config as C
+from avemotion import paper
 
 
 def test_full_config_is_valid_and_holds_table3(full_config):
@@ -160,3 +161,18 @@ def test_full_config_tracks_with_the_published_release(full_config):
     assert full_config["tracking"]["backend"] == "precomputed"
     assert (pre["md5"], pre["size"]) == ("5753bbc64a9a790f8a8d3e03cba526ee", 417_163_019)
     assert "records/3255102/files/FacialTracking_Actors_01-24.zip" in pre["url"]
+
+
+def test_training_jobs_group_the_fold_jobs_by_configuration_task_and_fold(full_config):
+    full_config["experiments"]["table1"] = ["lms", "face_resnet"]
+    full_config["experiments"]["table2"] = ["lms"]
+    jobs = C.fold_jobs(full_config)
+    assert len(jobs) == 2 * 8 * 5 + 5
+    grouped = C.training_jobs(full_config)
+    # binary: one job per fold, holding its 8 emotions; multiclass: one per fold
+    assert grouped[:6] == [("lms", "binary", k) for k in range(5)] + [("face_resnet", "binary", 0)]
+    assert grouped[-5:] == [("lms", "multiclass", k) for k in range(5)] and len(grouped) == 15
+    for configuration, task, fold in grouped:
+        mine = [target for c, t, target, f in jobs if (c, t, f) == (configuration, task, fold)]
+        assert tuple(mine) == C.targets_of(task)
+    assert C.targets_of("binary") == paper.CLASSES and C.targets_of("multiclass") == ("all",)

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from avemotion import config as avcfg
 from avemotion import paper, train
 from avemotion.config import train_spec
 
@@ -140,7 +141,7 @@ def test_cli_writes_outputs_that_load_with_weights_only(full_config, tmp_path):
     out = tmp_path / "out"
     argv = ["--spec", spec.to_json(), "--features", str(feats), "--index", str(index), "--clips", str(clips)]
     assert train.main([*argv, "--manifest", str(manifest), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(train.OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == sorted(avcfg.JOB_OUTPUTS)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["metric"] == "accuracy" and metrics["value"] == metrics["accuracy"]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -148,6 +149,46 @@ def test_cli_writes_outputs_that_load_with_weights_only(full_config, tmp_path):
     cm = pd.read_csv(out / "confusion.csv", index_col=0)
     assert cm.to_numpy().sum() == metrics["n_test"]
     assert len(pd.read_csv(out / "history.csv")) == 2
+
+
+def _cli_inputs(tmp_path):
+    table = toy_table()
+    table["path"] = table["clip"] + ".mp4"
+    paths = [tmp_path / n for n in ("clips.csv", "f.npy", "index.csv", "m.json")]
+    table.to_csv(paths[0], index=False)
+    np.save(paths[1], separable_features(table, frames=16, dims=8))
+    pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))}).to_csv(paths[2], index=False)
+    paths[3].write_text(json.dumps({"sha256": "0" * 64}))
+    clips, feats, index, manifest = map(str, paths)
+    return ["--features", feats, "--index", index, "--clips", clips, "--manifest", manifest]
+
+
+def test_one_process_trains_several_fold_jobs_as_separate_processes_would(full_config, tmp_path):
+    inputs = _cli_inputs(tmp_path)
+    specs = [small_spec(full_config, "binary", t, epochs=3).to_json() for t in ("angry", "sad")]
+    together = [tmp_path / "together" / t for t in ("angry", "sad")]
+    assert train.main([*inputs, "--spec", *specs, "--out", *map(str, together)]) == 0
+    for spec, out in zip(specs, together, strict=True):
+        alone = tmp_path / "alone" / out.name
+        assert train.main([*inputs, "--spec", spec, "--out", str(alone)]) == 0
+        for name in ("metrics.json", "predictions.csv", "history.csv", "confusion.csv"):
+            if name == "history.csv":  # its epoch_seconds column is a timing
+                a, b = (pd.read_csv(d / name).drop(columns="epoch_seconds") for d in (out, alone))
+                pd.testing.assert_frame_equal(a, b)
+            else:
+                assert (out / name).read_text() == (alone / name).read_text(), name
+        a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["state_dict"] for d in (out, alone))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # the two targets are different models
+    assert (together[0] / "predictions.csv").read_text() != (together[1] / "predictions.csv").read_text()
+
+
+def test_each_spec_needs_its_output_folder(full_config, tmp_path, capsys):
+    inputs = _cli_inputs(tmp_path)
+    specs = [small_spec(full_config, "binary", t, epochs=1).to_json() for t in ("angry", "sad")]
+    assert train.main([*inputs, "--spec", *specs, "--out", str(tmp_path / "out")]) == 1
+    assert "2 --spec values but 1 --out folders" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_features_index_must_cover_the_clips(tmp_path):

@@ -64,15 +64,35 @@ def configuration_features(wildcards):
     }
 
 
-def train_spec_json(wildcards):
-    spec = avcfg.train_spec(
-        config,
-        wildcards.configuration,
-        wildcards.task,
-        wildcards.target,
-        int(wildcards.fold),
-    )
-    return spec.to_json()
+def fold_dirs(stage, task):
+    """The output folders of one training job: one per target of ``task`` (wildcards configuration, fold)."""
+    return [
+        f"results/{stage}/{{configuration}}/{task}/{target}/fold{{fold}}"
+        for target in avcfg.targets_of(task)
+    ]
+
+
+def fold_outputs(stage, task):
+    """Every file of one training job, named "<target>_<file stem>" (angry_metrics, all_checkpoint, ...)."""
+    return {
+        f"{Path(folder).parts[-2]}_{name.split('.')[0]}": f"{folder}/{name}"
+        for folder in fold_dirs(stage, task)
+        for name in avcfg.JOB_OUTPUTS
+    }
+
+
+def train_specs_json(task):
+    """The TrainSpec JSON of every target of a training job, in fold_dirs order."""
+
+    def specs(wildcards):
+        return [
+            avcfg.train_spec(
+                config, wildcards.configuration, task, target, int(wildcards.fold)
+            ).to_json()
+            for target in avcfg.targets_of(task)
+        ]
+
+    return specs
 
 
 def feature_inputs(wildcards):
