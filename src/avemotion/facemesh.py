@@ -51,7 +51,7 @@ import pandas as pd
 from scipy.spatial.transform import Rotation
 
 from avemotion import tracking
-from avemotion.io import atomic_path, atomic_write_text, sha256_file
+from avemotion.io import atomic_path, atomic_write_text, rgb_frames, sha256_file
 
 MODEL_URL = (
     "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
@@ -612,7 +612,7 @@ def track_video(video: Path | str, model: Path | str, cfg: MediaPipeConfig) -> t
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         fps = video_fps(stream)
-        frames = (frame.to_ndarray(format="rgb24") for frame in container.decode(stream))
+        frames = rgb_frames(container.decode(stream))
         return track_frames(frames, fps, model, cfg)
 
 

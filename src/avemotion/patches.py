@@ -76,13 +76,14 @@ import av
 import numpy as np
 import pandas as pd
 import torch
-from av.video.reformatter import ColorRange, Colorspace, Interpolation
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from avemotion import paper
 from avemotion.audio import frame_window, probe_video_frames
 from avemotion.clips import actor_clips
+from avemotion.io import rgb_frames
 from avemotion.tracking import LostRule, clip_track, landmarks_2d, read_openface_csv
 
 STREAMS = ("face", "eye_left", "eye_right", "mouth")
@@ -256,11 +257,10 @@ def cut_patches(
     decoded = 0
     try:
         with av.open(str(video)) as container:
-            for index, frame in enumerate(container.decode(container.streams.video[0])):
+            for index, rgb in enumerate(rgb_frames(container.decode(container.streams.video[0]))):
                 decoded = index + 1
                 targets = [(name, pos[index]) for name, pos in positions.items() if index in pos]
-                if targets:
-                    rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                if targets:  # rgb: (H, W, 3)
                     patches = frame_patches(rgb, {s: b[index] for s, b in boxes.items()}, size)
                     for name, j in targets:
                         for stream, patch in patches.items():
@@ -310,10 +310,12 @@ def encode_patches(path: Path, patches: np.ndarray, crf: int = 18, preset: str =
         if pix_fmt == "yuv444p":
             stream.codec_context.colorspace = _AVCOL_SPC_SMPTE170M
             stream.codec_context.color_range = ColorRange.MPEG
+        scaler = VideoReformatter()  # one swscale context for all frames (see io.rgb_frames)
         for i, patch in enumerate(patches):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(patch), format="rgb24")
             if pix_fmt == "yuv444p":
-                frame = frame.reformat(
+                frame = scaler.reformat(
+                    frame,
                     format="yuv444p",
                     src_colorspace=Colorspace.ITU601,
                     dst_colorspace=Colorspace.ITU601,
@@ -331,16 +333,16 @@ def decode_patches(path: Path) -> np.ndarray:
     frames = []
     try:
         with av.open(str(path)) as container:
-            for frame in container.decode(container.streams.video[0]):
-                if frame.format.name == "yuv444p":
-                    frame = frame.reformat(
-                        format="rgb24",
-                        src_colorspace=Colorspace.ITU601,
-                        dst_colorspace=Colorspace.ITU601,
-                        src_color_range=ColorRange.MPEG,
-                        interpolation=_SWS_FLAGS,
-                    )
-                frames.append(frame.to_ndarray(format="rgb24"))
+            stream = container.streams.video[0]
+            options = {}
+            if stream.codec_context.pix_fmt == "yuv444p":  # libx264rgb (crf 0) stores RGB as is
+                options = {
+                    "src_colorspace": Colorspace.ITU601,
+                    "dst_colorspace": Colorspace.ITU601,
+                    "src_color_range": ColorRange.MPEG,
+                    "interpolation": _SWS_FLAGS,
+                }
+            frames = list(rgb_frames(container.decode(stream), **options))
     except (av.error.FFmpegError, IndexError) as e:
         raise PatchError(f"{path}: not a readable patch video ({e}); re-run the crop_patches rule") from None
     if not frames:

@@ -137,3 +137,23 @@ def test_atomic_write_text_gives_the_same_permissions_as_a_plain_write(tmp_path)
     io.atomic_write_text(atomic, "x")
     expected = stat.S_IMODE(os.stat(plain).st_mode)
     assert stat.S_IMODE(os.stat(atomic).st_mode) == expected
+
+
+def test_rgb_frames_equal_pyav_per_frame_conversion(tmp_path):
+    av = pytest.importorskip("av")
+    rng = np.random.default_rng(0)
+    path = tmp_path / "v.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), "rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        expected = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        got = list(io.rgb_frames(container.decode(video=0)))
+    assert len(got) == 5 and all(g.shape == (48, 64, 3) and g.dtype == np.uint8 for g in got)
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
