@@ -62,8 +62,8 @@ workflow-test: setup models
 	$(BIN)/pytest tests/workflow -q
 
 test: lint models
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests -q --durations=15
 
 clean-demo:
 	rm -rf results/demo results/download results/clips results/audio results/features results/train \
-		results/tracking results/tables results/mlflow logs benchmarks
+		results/tracking results/patches results/finetune results/tables results/mlflow logs benchmarks

@@ -33,6 +33,7 @@ TIMNetClassifier adds the linear head that gives logits (softmax or sigmoid live
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -216,6 +217,49 @@ class BackboneClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.timnet(self.backbone(x))  # (B, ...) -> (B, T, D) -> (B, n_outputs)
+
+
+class FusionClassifier(nn.Module):
+    """Multimodal fusion (the paper's Fig. 1): one TIM-Net per modality, each with its own configuration (its
+    feature dims and scales), their fused vectors concatenated, then a 3-layer perceptron to the logits; all
+    trained end to end.
+
+        x_1 (B, T_1, F_1) ── TIMNet_1 ── (B, C_1) ─┐
+        ...                                          ├─ concat (B, sum C) ── Linear ReLU Dropout ── Linear ReLU
+        x_m (B, T_m, F_m) ── TIMNet_m ── (B, C_m) ─┘       Dropout ── Linear ── logits (B, n_outputs)
+
+    ``hidden`` holds the widths of the two hidden layers (the paper says "an MLP with 3 layers" and no widths:
+    config ``model.fusion.hidden``). The branches' sequence lengths may differ (88 face frames, 146 Wav2Vec2
+    frames): each TIM-Net averages over its own time axis.
+    """
+
+    def __init__(
+        self, branches: list[TIMNetConfig], hidden: tuple[int, int], n_outputs: int, dropout: float
+    ) -> None:
+        super().__init__()
+        if len(branches) < 2:
+            raise ValueError(f"fusion needs at least 2 branches, got {len(branches)}")
+        if len(hidden) != 2:
+            raise ValueError(f"the fusion MLP has 3 layers: 2 hidden widths, got {list(hidden)}")
+        for width in hidden:
+            _check_int("fusion hidden width", width, 1)
+        _check_int("n_outputs", n_outputs, 1)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"fusion dropout must be in [0, 1), got {dropout!r}")
+        self.encoders = nn.ModuleList(TIMNet(cfg) for cfg in branches)
+        widths = [sum(cfg.channels for cfg in branches), *hidden]
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(widths[-1], n_outputs))
+        self.head = nn.Sequential(*layers)
+        self.head.apply(_keras_init)
+
+    def forward(self, inputs: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if len(inputs) != len(self.encoders):
+            raise ValueError(f"expected {len(self.encoders)} modality inputs, got {len(inputs)}")
+        fused = torch.cat([enc(x) for enc, x in zip(self.encoders, inputs, strict=True)], dim=1)  # (B, sum C)
+        return self.head(fused)  # (B, n_outputs)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
