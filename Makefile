@@ -66,4 +66,4 @@ test: lint models
 
 clean-demo:
 	rm -rf results/demo results/download results/clips results/audio results/features results/train \
-		results/tracking results/patches results/finetune results/tables results/mlflow logs benchmarks
+		results/tracking results/patches results/finetune results/tables results/figures results/mlflow logs benchmarks

@@ -10,8 +10,9 @@
 #   features/<feature>/     features.npy (clips x frames x dims) + index.csv; backbones: fold<k>/ (frozen)
 #   train/<configuration>/<task>/<target>/fold<k>/   metrics, predictions, history, confusion, checkpoint
 #   finetune/<feature>/<task>/<target>/fold<k>/      the same, for a backbone fine-tuned under TIM-Net
-#   tables/                 table1.{csv,md}, table2.{csv,md}
-#   mlflow/                 MLflow store (mlflow.db) and artifacts
+#   tables/                 table1.{csv,md,tex}, table2.{csv,md,tex}: mean ± std over folds, pooled, paper
+#   figures/                Table 1 heat map, Table 2 grid, confusion/ and curves/ per configuration
+#   mlflow/                 MLflow store (mlflow.db), artifacts, parents.json (one parent run per configuration)
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -50,5 +51,5 @@ onstart:
 rule all:
     default_target: True
     input:
-        TABLES,
+        AGGREGATE_OUTPUTS,
         FROZEN,

@@ -17,6 +17,7 @@ import yaml
 
 from avemotion import paper, registry
 
+TABLE_WHAT = {"table1": "feature row of Table 1", "table2": "cell of Table 2"}
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # The files every fold job writes into its job_dir (avemotion.train.write_outputs).
 JOB_OUTPUTS = ("metrics.json", "predictions.csv", "history.csv", "confusion.csv", "checkpoint.pt")
@@ -79,25 +80,28 @@ def check_config(config: dict) -> None:
     if sorted(folds) != list(range(len(folds))):
         raise ConfigError(f"config key 'folds': fold ids must be 0..{len(folds) - 1}, got {sorted(folds)}")
     for table in ("table1", "table2"):
-        for name in config["experiments"][table]:
+        layout = table_configurations(table)
+        for name in experiment_configurations(config, table):
             try:
                 keys = registry.split_configuration(name)
             except KeyError as e:
                 raise ConfigError(f"config key 'experiments.{table}': {e.args[0]}") from None
-            if table == "table1" and len(keys) != 1:
-                raise ConfigError(f"config key 'experiments.table1': {name!r} is not a single feature")
-            cells = {cell for _, _, cell in paper.table2_cells()}
-            if table == "table2" and name not in cells:
+            if name not in layout:
                 raise ConfigError(
-                    f"config key 'experiments.table2': {name!r} is not a cell of Table 2, so no table would "
-                    f"show it; the cells are {', '.join(sorted(cells))}"
+                    f"config key 'experiments.{table}': {name!r} is not a {TABLE_WHAT[table]}, so no table "
+                    f"would show it; they are {', '.join(layout)}"
                 )
-            for key in keys:
-                if key not in config["training"]["hyperparameters"]:
-                    raise ConfigError(
-                        f"config key 'experiments.{table}': {name!r} needs "
-                        f"training.hyperparameters.{key}, which is not set"
-                    )
+            needed = [
+                f"training.hyperparameters.{k}"
+                for k in keys
+                if k not in config["training"]["hyperparameters"]
+            ]
+            if len(keys) > 1 and fusion_row(keys) not in config["training"]["fusion"]:
+                needed.append(f"training.fusion.{fusion_row(keys)}")
+            if needed:
+                raise ConfigError(
+                    f"config key 'experiments.{table}': {name!r} needs {', '.join(needed)}, which is not set"
+                )
     for key, per_task in config["training"]["hyperparameters"].items():
         try:
             frames = feature_frames(config, key)
@@ -109,6 +113,28 @@ def check_config(config: dict) -> None:
                     f"config key 'training.hyperparameters.{key}.{task}.scales': {hp['scales']} scales need a "
                     f"largest dilation 2^{hp['scales'] - 1} below the {frames} frames of {key}"
                 )
+    fusion = config["training"]["fusion"]
+    for name in fusion["channels"]:
+        if "+" not in name or name not in table_configurations("table2"):
+            raise ConfigError(
+                f"config key 'training.fusion.channels.{name}': not a multimodal cell of Table 2"
+            )
+    for key in fusion["branch_scales"]:
+        if key not in registry.FEATURES:
+            raise ConfigError(f"config key 'training.fusion.branch_scales.{key}': unknown feature")
+    for name in experiment_configurations(config, "table2"):
+        keys = registry.split_configuration(name)
+        if len(keys) > 1:
+            for branch in fusion_branches(config, name):
+                key, scales = branch["feature"], branch["scales"]
+                if 2 ** (scales - 1) >= branch["frames"]:
+                    where = (
+                        "branch_scales" if key in fusion["branch_scales"] else f"{fusion_row(keys)}.scales"
+                    )
+                    raise ConfigError(
+                        f"config key 'training.fusion.{where}': {scales} scales for the {key} branch of "
+                        f"{name} need a largest dilation 2^{scales - 1} below its {branch['frames']} frames"
+                    )
     lms = config["features"]["lms"]
     if lms["f_max"] <= lms["f_min"] or lms["f_max"] > paper.SAMPLE_RATE / 2:
         raise ConfigError("config key 'features.lms.f_max': must lie in (f_min, 24000]")
@@ -134,6 +160,58 @@ def feature_frames(config: dict, key: str) -> int:
     frames, which config ``patches.finetune_frames`` sets (paper: 20)."""
     feature = registry.get(key)
     return config["patches"]["finetune_frames"] if feature.source == "patches" else feature.frames
+
+
+def fusion_frames(key: str) -> int:
+    """Time steps of feature ``key`` as a fusion branch: a backbone's frozen per-fold features (the central 88
+    frames of patches, 146 Wav2Vec2 frames), an engineered feature's own frames."""
+    feature = registry.get(key)
+    return feature.frozen_frames if feature.is_backbone else feature.frames
+
+
+def fusion_row(keys: tuple[str, ...] | list[str]) -> str:
+    """The ``training.fusion`` entry of a multimodal configuration: its speech feature (Table 3's rows
+    "multimodal with Wav2Vec2-L + ..." and "with LMS + ..."), or ``visual`` when it has none (Eyes + Mouth
+    ResNets, which Table 3 does not cover)."""
+    speech = [k for k in keys if registry.get(k).source == "audio"]
+    if len(speech) > 1:
+        raise ConfigError(f"configuration {'+'.join(keys)!r} has two speech features {speech}")
+    return speech[0] if speech else "visual"
+
+
+def fusion_branches(config: dict, configuration: str) -> list[dict]:
+    """One TIM-Net per modality of a multimodal configuration: feature, frames, scales and channels.
+
+    Scales: the configuration's Table 3 row (7), except a feature named in ``training.fusion.branch_scales``
+    (Wav2Vec2-L's 146 frames take its own 8). Channels: the row's (64), except a configuration named in
+    ``training.fusion.channels`` (LMS + Eyes KPD: 32), for every branch.
+    """
+    keys = registry.split_configuration(configuration)
+    fusion = config["training"]["fusion"]
+    hp = fusion[fusion_row(keys)]
+    channels = fusion["channels"].get(configuration, hp["channels"])
+    return [
+        {
+            "feature": key,
+            "frames": fusion_frames(key),
+            "scales": int(fusion["branch_scales"].get(key, hp["scales"])),
+            "channels": int(channels),
+        }
+        for key in keys
+    ]
+
+
+def table_configurations(table: str) -> list[str]:
+    """Every configuration of a table's layout: Table 1's feature rows, Table 2's cells (row-major)."""
+    if table == "table1":
+        return [key for key, *_ in paper.TABLE1_ROWS]
+    return [name for _, _, name in paper.table2_cells()]
+
+
+def experiment_configurations(config: dict, table: str) -> list[str]:
+    """``experiments.<table>``: ``all`` = the table's whole layout (the default), or the listed subset."""
+    chosen = config["experiments"][table]
+    return table_configurations(table) if chosen == "all" else list(chosen)
 
 
 def feature_params(config: dict, key: str) -> dict:
@@ -201,7 +279,7 @@ def implemented_configurations(config: dict, table: str) -> list[str]:
     """The configurations of ``experiments.<table>`` whose features the workflow can build, in config order."""
     return [
         name
-        for name in config["experiments"][table]
+        for name in experiment_configurations(config, table)
         if all(registry.get(k).implemented for k in registry.split_configuration(name))
     ]
 
@@ -235,6 +313,12 @@ class TrainSpec:
     # TIM-Net), and mixed precision on CUDA. None / False for TIM-Net on a precomputed feature array.
     backbone: dict | None = None
     mixed_precision: bool = False
+    # Multimodal fusion only (avemotion.models.FusionClassifier): one TIM-Net per branch, as dicts of feature,
+    # frames, scales and channels (config.fusion_branches), and the 3-layer perceptron's two hidden widths and
+    # dropout (config model.fusion). Empty for a single feature.
+    branches: tuple[dict, ...] = ()
+    fusion_hidden: tuple[int, ...] = ()
+    fusion_dropout: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -246,7 +330,8 @@ class TrainSpec:
         unknown = set(data) - names
         if unknown:
             raise ConfigError(f"training spec has unknown keys {sorted(unknown)}")
-        data["test_actors"] = tuple(data["test_actors"])
+        for key in ("test_actors", "branches", "fusion_hidden"):
+            data[key] = tuple(data.get(key, ()))
         return cls(**data)
 
     @property
@@ -261,11 +346,16 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
     if (task == "multiclass") != (target == "all") or (task == "binary" and target not in paper.CLASSES):
         raise ConfigError(f"target {target!r} does not fit task {task!r}")
     keys = registry.split_configuration(configuration)
-    if len(keys) != 1:
-        # Multimodal fusion (its own Table 3 entries) arrives with the fusion model.
-        raise ConfigError(f"configuration {configuration!r}: multimodal fusion is not available yet")
+    if len(keys) > 1 and task != "multiclass":
+        raise ConfigError(f"configuration {configuration!r}: multimodal fusion is an 8-class (Table 2) model")
     feature = registry.get(keys[0])
-    hp = config["training"]["hyperparameters"][keys[0]][task]
+    fused = len(keys) > 1
+    if fused:
+        hp = config["training"]["fusion"][fusion_row(keys)]
+        branches = tuple(fusion_branches(config, configuration))
+        hp = {**hp, "channels": branches[0]["channels"]}
+    else:
+        hp, branches = config["training"]["hyperparameters"][keys[0]][task], ()
     folds = folds_of(config)
     if fold not in folds:
         raise ConfigError(f"fold {fold} is not in config key 'folds' ({sorted(folds)})")
@@ -292,7 +382,11 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
         weight_decay=float(opt["weight_decay"]),
         label_smoothing=float(train["label_smoothing"]),
         # A backbone's inputs have their own fixed normalisation (ImageNet mean/std, per-utterance z-score).
-        standardize=bool(train["standardize"]) and not feature.is_backbone,
-        backbone=dict(config["backbones"][feature.backbone]) if feature.is_backbone else None,
-        mixed_precision=bool(train["mixed_precision"]) and feature.is_backbone,
+        # Fusion branches are feature arrays (a backbone's frozen features included): standardised like any.
+        standardize=bool(train["standardize"]) and (fused or not feature.is_backbone),
+        backbone=dict(config["backbones"][feature.backbone]) if feature.is_backbone and not fused else None,
+        mixed_precision=bool(train["mixed_precision"]) and feature.is_backbone and not fused,
+        branches=branches,
+        fusion_hidden=tuple(model["fusion"]["hidden"]) if fused else (),
+        fusion_dropout=float(model["fusion"]["dropout"]) if fused else 0.0,
     )

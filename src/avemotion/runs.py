@@ -13,12 +13,25 @@ Design points, measured with mlflow 3.17:
   when a job finishes, older runs with the same tag (a killed earlier attempt, a forced rerun) are deleted
   (soft delete: ``mlflow gc`` purges, the UI's "deleted" filter shows them). A job that raises ends its run
   FAILED.
+- One parent run per table configuration (:func:`log_parents`, after the tables are built): it holds the
+  configuration's aggregated metrics (the tables' mean, std, pooled, paper, difference) and its fold runs get
+  the tag ``mlflow.parentRunId``, which the MLflow UI reads to nest them under it. Each aggregation creates
+  fresh parents and soft-deletes the older ones, as for jobs; a rerun fold job is nested again by the next
+  aggregation.
+
+CLI::
+
+    python -m avemotion.runs init --uri URI --prefix PREFIX              # Snakemake onstart
+    python -m avemotion.runs parents --uri URI --prefix PREFIX \\
+        --table1 results/tables/table1.csv --table2 results/tables/table2.csv --out results/mlflow/parents.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import os
 import subprocess
 import sys
@@ -26,8 +39,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
+
+from avemotion import registry
+from avemotion.io import atomic_write_text
+
 EXPERIMENTS = {"binary": "table1-binary", "multiclass": "table2-multiclass"}
 JOB_TAG = "avemotion.job"
+PARENT_TAG = "avemotion.parent"  # "table2/face_kpd+lms" on a configuration's parent run
+PARENT_ID_TAG = "mlflow.parentRunId"  # the MLflow UI nests a run under the run this tag names
+# Per table: its task (the experiment) and metric; the long-form CSV columns read (written by avemotion.tables).
+TABLES = {"table1": ("binary", "macro_f1"), "table2": ("multiclass", "accuracy")}
+TABLE_COLUMNS = {
+    "table1": ("configuration", "emotion", "n_folds", "mean", "std", "pooled", "paper", "difference"),
+    "table2": ("configuration", "n_folds", "mean", "std", "pooled", "paper", "difference"),
+}
+STATS = ("mean", "std", "pooled", "paper", "difference")
 DEFAULT_STORE = Path("results") / "mlflow"
 # Params per log_batch call (MLflow's limit is 100).
 PARAM_BATCH = 100
@@ -57,6 +84,16 @@ def _client(uri: str):
     from mlflow.tracking import MlflowClient  # imported lazily: mlflow takes a second to import
 
     return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, uri: str, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise TrackingError(
+            f"MLflow experiment {experiment!r} does not exist in {uri}; it is created by the workflow's "
+            "onstart step (or `python -m avemotion.runs init`) before any job runs"
+        )
+    return found.experiment_id
 
 
 def init_store(uri: str, names: list[str], artifacts: Path) -> dict[str, str]:
@@ -129,13 +166,8 @@ def job_run(uri: str, experiment: str, job_key: str, run_name: str, tags: dict[s
     """One MLflow run for one training job: FINISHED on success (older runs of the job deleted), FAILED on
     error. Raises TrackingError when the experiment was not created beforehand."""
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise TrackingError(
-            f"MLflow experiment {experiment!r} does not exist in {uri}; it is created by the workflow's "
-            "onstart step (or `python -m avemotion.runs init`) before any job runs"
-        )
-    run = client.create_run(found.experiment_id, run_name=run_name, tags={JOB_TAG: job_key, **tags})
+    experiment_id = _experiment_id(client, uri, experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags={JOB_TAG: job_key, **tags})
     run_id = run.info.run_id
     try:
         yield JobRun(client, run_id)
@@ -147,22 +179,178 @@ def job_run(uri: str, experiment: str, job_key: str, run_name: str, tags: dict[s
         raise
     client.set_terminated(run_id, status="FINISHED")
     older = client.search_runs(
-        [found.experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_key}'", max_results=1000
+        [experiment_id], filter_string=f"tags.`{JOB_TAG}` = '{job_key}'", max_results=1000
     )
     for other in older:
         if other.info.run_id != run_id:
             client.delete_run(other.info.run_id)
 
 
+# ---------------------------------------------------------------------------------------- parent runs
+
+
+def parent_label(table: str, configuration: str) -> str:
+    """The parent run's name: "Table 2 / Face KPD + LMS" (registry labels, as the fold runs' names)."""
+    labels = " + ".join(registry.get(k).label for k in registry.split_configuration(configuration))
+    return f"Table {table[-1]} / {labels}"
+
+
+def parent_metrics(table: str, rows: pd.DataFrame) -> dict[str, float]:
+    """One configuration's aggregated metrics, from its rows of the long table; NaN values are left out.
+
+    Table 2 (one row, accuracy in %): ``accuracy_mean``, ``accuracy_std``, ``accuracy_pooled``,
+    ``accuracy_paper``, ``accuracy_difference``. Table 1 (one row per emotion, macro-F1 0-1):
+    ``macro_f1_<stat>.<emotion>`` per emotion, and when every emotion ran, the mean over the emotions
+    ``macro_f1_mean``, ``macro_f1_pooled``, ``macro_f1_paper`` (when all are published) and
+    ``macro_f1_difference`` (= ``macro_f1_mean - macro_f1_paper``).
+    """
+    _, metric = TABLES[table]
+    done = rows[rows["mean"].notna()]
+    if table == "table2":
+        values = {f"{metric}_{stat}": row[stat] for row in done.to_dict("records") for stat in STATS}
+    else:
+        values = {
+            f"{metric}_{stat}.{row['emotion']}": row[stat]
+            for row in done.to_dict("records")
+            for stat in STATS
+        }
+        if len(done) == len(rows):
+            for stat in ("mean", "pooled", "paper"):
+                values[f"{metric}_{stat}"] = rows[stat].mean(skipna=False)  # NaN (left out) if one is missing
+            values[f"{metric}_difference"] = values[f"{metric}_mean"] - values[f"{metric}_paper"]
+    return {name: float(v) for name, v in values.items() if v is not None and math.isfinite(float(v))}
+
+
+def parent_plan(table: str, frame: pd.DataFrame) -> dict[str, dict]:
+    """What :func:`log_parents` logs for one long-form table, before touching the store: per configuration
+    with results (a non-NaN mean), its run name, metrics and params. ValueError when the table is not the
+    long form of ``avemotion.tables`` (a column missing, a cell twice); KeyError for an unknown feature."""
+    missing = [c for c in TABLE_COLUMNS[table] if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{table} lacks the column(s) {', '.join(missing)} (has {', '.join(map(str, frame.columns))}); "
+            f"it is the long-form {table}.csv written by `python -m avemotion.tables`"
+        )
+    cell = ["configuration", "emotion"] if table == "table1" else ["configuration"]
+    dup = frame.duplicated(cell)
+    if dup.any():
+        raise ValueError(
+            f"{table} has the cell(s) {frame.loc[dup, cell].to_dict('records')[:3]} more than once"
+        )
+    task, _ = TABLES[table]
+    plan = {}
+    for configuration, rows in frame.groupby("configuration", sort=False):
+        done = rows[rows["mean"].notna()]
+        if done.empty:
+            continue  # not run
+        plan[configuration] = {
+            "run_name": parent_label(table, configuration),
+            "metrics": parent_metrics(table, rows),
+            "params": {
+                "configuration": configuration,
+                "task": task,
+                "table": table[-1],
+                "n_folds": int(done["n_folds"].max()),
+            },
+        }
+    return plan
+
+
+def _active_runs(client, experiment_id: str) -> list:
+    found, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def _replace_parents(client, experiment_id: str, table: str, plan: dict[str, dict]) -> dict[str, str]:
+    """Log the planned parents (FINISHED), nest the fold runs under them, then delete the older parents."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    task, _ = TABLES[table]
+    active = _active_runs(client, experiment_id)
+    fold_runs: dict[str, list] = {}
+    for run in active:
+        tags = run.data.tags
+        if JOB_TAG in tags and tags.get("task") == task and "configuration" in tags:
+            fold_runs.setdefault(tags["configuration"], []).append(run)
+    older = {r.info.run_id for r in active if r.data.tags.get(PARENT_TAG, "").startswith(f"{table}/")}
+    ids = {}
+    for configuration, planned in plan.items():
+        children = fold_runs.get(configuration, [])
+        params = {**planned["params"], "n_children": len(children)}
+        run = client.create_run(
+            experiment_id, run_name=planned["run_name"], tags={PARENT_TAG: f"{table}/{configuration}"}
+        )
+        run_id = ids[configuration] = run.info.run_id
+        try:
+            now = int(time.time() * 1000)
+            client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in sorted(planned["metrics"].items())],
+                params=[Param(k, str(v)) for k, v in sorted(params.items())],
+            )
+        except BaseException:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id, status="FINISHED")
+        for child in children:  # one call per child: MLflow has no batch across runs
+            client.log_batch(child.info.run_id, tags=[RunTag(PARENT_ID_TAG, run_id)])
+    for run_id in older:
+        client.delete_run(run_id)
+    for configuration, children in fold_runs.items():  # their parent is gone, none replaces it: top level
+        if configuration not in ids:
+            for child in children:
+                if child.data.tags.get(PARENT_ID_TAG) in older:
+                    client.delete_tag(child.info.run_id, PARENT_ID_TAG)
+    return ids
+
+
+def log_parents(
+    uri: str, prefix: str, table1: pd.DataFrame, table2: pd.DataFrame
+) -> dict[str, dict[str, str]]:
+    """One parent run per configuration with results in the long-form tables, in the experiment of its fold
+    runs, which it then holds as children; returns {"table1": {configuration: run id}, "table2": {...}}.
+
+    Fold runs are the active runs of the experiment with the job tag and the tags ``configuration`` and
+    ``task`` of the configuration (as ``avemotion.train`` sets them). Parents logged before (a previous
+    aggregation) are soft-deleted once the new ones exist, so each configuration keeps exactly one; the fold
+    runs of a configuration that has no results any more lose their parent tag. Both tables and both
+    experiments are checked before anything is logged: TrackingError when an experiment is missing,
+    ValueError/KeyError when a table is not the long form of ``avemotion.tables``.
+    """
+    client = _client(uri)
+    planned = {}
+    for table, frame in (("table1", table1), ("table2", table2)):
+        experiment_id = _experiment_id(client, uri, experiment_name(prefix, TABLES[table][0]))
+        planned[table] = (experiment_id, parent_plan(table, frame))
+    return {table: _replace_parents(client, eid, table, plan) for table, (eid, plan) in planned.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="MLflow store set-up (run once before any training job)")
+    parser = argparse.ArgumentParser(
+        description="MLflow store set-up (init, once before any training job) and parent runs (parents, after "
+        "the tables are built)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="create the tracking store and the experiments")
-    init.add_argument("--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or SQLite)")
-    init.add_argument("--prefix", default="avemotion")
-    init.add_argument("--root", type=Path, default=Path.cwd())
+    parents = sub.add_parser("parents", help="one parent run per table configuration, holding its fold runs")
+    for command in (init, parents):
+        command.add_argument(
+            "--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or SQLite)"
+        )
+        command.add_argument("--prefix", default="avemotion")
+        command.add_argument("--root", type=Path, default=Path.cwd())
+    parents.add_argument("--table1", type=Path, required=True, help="long-form table1.csv (avemotion.tables)")
+    parents.add_argument("--table2", type=Path, required=True, help="long-form table2.csv (avemotion.tables)")
+    parents.add_argument("--out", type=Path, required=True, help="JSON of the parent run ids")
     args = parser.parse_args(argv)
     uri = tracking_uri(args.uri, args.root)
+    if args.command == "parents":
+        return _main_parents(args, uri)
     names = [experiment_name(args.prefix, task) for task in EXPERIMENTS]
     try:
         ids = init_store(uri, names, artifact_root(args.root))
@@ -171,6 +359,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name, experiment_id in ids.items():
         print(f"mlflow experiment {name!r}: id {experiment_id} ({uri})")
+    return 0
+
+
+def _main_parents(args: argparse.Namespace, uri: str) -> int:
+    try:
+        table1, table2 = pd.read_csv(args.table1), pd.read_csv(args.table2)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        print(f"error: cannot read the tables: {e}", file=sys.stderr)
+        return 1
+    try:
+        ids = log_parents(uri, args.prefix, table1, table2)
+    except (TrackingError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    atomic_write_text(args.out, json.dumps(ids, indent=2, sort_keys=True) + "\n")
+    for table, found in ids.items():
+        print(f"{experiment_name(args.prefix, TABLES[table][0])}: {len(found)} parent runs ({uri})")
     return 0
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from avemotion import paper, registry, runs
 from avemotion.config import JOB_OUTPUTS, TrainSpec
 from avemotion.io import atomic_path, atomic_write_text
-from avemotion.models import BackboneClassifier, TIMNetClassifier, TIMNetConfig
+from avemotion.models import BackboneClassifier, FusionClassifier, TIMNetClassifier, TIMNetConfig
 
 
 class TrainingError(RuntimeError):
@@ -154,12 +154,13 @@ def grad_scaler(amp: bool) -> torch.amp.GradScaler:
 
 
 def fit(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: TrainSpec, weights: torch.Tensor | None
+    model: torch.nn.Module, x: Inputs, y: torch.Tensor, spec: TrainSpec, weights: torch.Tensor | None
 ) -> tuple[list[dict], dict, int]:
     """Train; return the per-epoch history, the state with the lowest training loss, and its epoch (1-based).
 
-    ``x`` may live on the CPU while the model is on the GPU (a backbone's raw inputs): each batch is moved to
-    the model's device. With ``spec.mixed_precision`` on CUDA the forward pass runs under autocast and the loss
+    ``x`` is one tensor, or a list of them (one per fusion branch, the same clips in the same order). It may
+    live on the CPU while the model is on the GPU (a backbone's raw inputs): each batch is moved to the
+    model's device. With ``spec.mixed_precision`` on CUDA the forward pass runs under autocast and the loss
     is scaled when the autocast type is float16.
     """
     device = next(model.parameters()).device
@@ -176,7 +177,7 @@ def fit(
         total, correct = 0.0, 0
         for start in range(0, n, spec.batch_size):
             batch = order[start : start + spec.batch_size]
-            xb = x[batch.to(x.device)].to(device, non_blocking=True)
+            xb = take(x, batch, device)
             yb = y[batch.to(y.device)]
             with autocast(device, amp):
                 logits = model(xb)
@@ -207,6 +208,16 @@ def fit(
     return history, best_state, best_epoch
 
 
+Inputs = torch.Tensor | list[torch.Tensor]  # one modality, or one tensor per fusion branch
+
+
+def take(x: Inputs, rows: torch.Tensor, device: torch.device) -> Inputs:
+    """Rows ``rows`` of the clips of ``x`` (each branch's, for fusion), moved to ``device``."""
+    if isinstance(x, list):
+        return [take(t, rows, device) for t in x]
+    return x[rows.to(x.device)].to(device, non_blocking=True)
+
+
 def predict(logits: torch.Tensor, task: str) -> torch.Tensor:
     if task == "binary":
         return (logits[:, 0] > 0).long()
@@ -215,15 +226,16 @@ def predict(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 @torch.no_grad()
 def probabilities(
-    model: torch.nn.Module, x: torch.Tensor, task: str, batch_size: int = 256, amp: bool = False
+    model: torch.nn.Module, x: Inputs, task: str, batch_size: int = 256, amp: bool = False
 ) -> np.ndarray:
     """(N, n_classes) class probabilities in eval mode (binary: [p(rest), p(target)])."""
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(x), batch_size):
+    n = len(x[0]) if isinstance(x, list) else len(x)
+    for start in range(0, n, batch_size):
         with autocast(device, amp):
-            logits = model(x[start : start + batch_size].to(device)).float()
+            logits = model(take(x, torch.arange(start, min(start + batch_size, n)), device)).float()
         if task == "binary":
             p = torch.sigmoid(logits[:, 0])
             out.append(torch.stack([1 - p, p], dim=1))
@@ -232,16 +244,31 @@ def probabilities(
     return torch.cat(out).cpu().numpy()
 
 
+def timnet_config(spec: TrainSpec, in_features: int, branch: dict | None = None) -> TIMNetConfig:
+    """The TIM-Net of a job (or of one fusion branch: its own scales and channels)."""
+    return TIMNetConfig(
+        in_features=in_features,
+        channels=branch["channels"] if branch else spec.channels,
+        scales=branch["scales"] if branch else spec.scales,
+        kernel_size=spec.kernel_size,
+        convs_per_block=spec.convs_per_block,
+        dropout=spec.dropout,
+    )
+
+
 def train_job(
     spec: TrainSpec,
     table: pd.DataFrame,
-    features: np.ndarray | torch.Tensor,
+    features: np.ndarray | torch.Tensor | list[np.ndarray],
     threads: int = 1,
     backbone: torch.nn.Module | None = None,
 ) -> dict:
     """Train and evaluate one job in memory; returns everything the output files and MLflow need.
 
-    Without ``backbone``, ``features`` is a (clips, frames, dims) feature array and TIM-Net is trained on it.
+    Without ``backbone``, ``features`` is a (clips, frames, dims) feature array and TIM-Net is trained on it;
+    for a multimodal configuration (``spec.branches``) it is a list of such arrays, one per branch in the
+    spec's order (frames and dims may differ), and the fusion model is trained on them, each branch
+    standardised with its own training-fold statistics.
     With one (``avemotion.finetune``), ``features`` holds the backbone's raw inputs (patches or audio, kept
     on the CPU and moved to the device per batch) and the backbone is fine-tuned end to end under TIM-Net.
     """
@@ -257,36 +284,51 @@ def train_job(
             f"fold {spec.fold}: test actors {spec.test_actors} leave an empty train or test set"
         )
     y_all = targets(table, spec.task, spec.target)
-    if backbone is None:
-        features = np.asarray(features)
-        x_train, x_test = features[~test_mask], features[test_mask]
-    else:
-        mask = torch.tensor(test_mask)
-        x_train, x_test = features[~mask], features[mask]
-    mean, std = standardizer(x_train) if spec.standardize else (None, None)
-    if spec.standardize:
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     n_classes = 2 if spec.task == "binary" else len(paper.CLASSES)
+    n_outputs = 1 if spec.task == "binary" else n_classes
     weights = None
     if spec.task == "binary":
         weights = torch.as_tensor(balanced_weights(y_all[~test_mask], 2), device=device)
-    cfg = TIMNetConfig(
-        in_features=features.shape[2] if backbone is None else backbone.out_features,
-        channels=spec.channels,
-        scales=spec.scales,
-        kernel_size=spec.kernel_size,
-        convs_per_block=spec.convs_per_block,
-        dropout=spec.dropout,
-    )
-    n_outputs = 1 if spec.task == "binary" else n_classes
     if backbone is None:
-        model = TIMNetClassifier(cfg, n_outputs).to(device)
-        xt = torch.as_tensor(np.ascontiguousarray(x_train), device=device)
-        x_eval = torch.as_tensor(np.ascontiguousarray(x_test), device=device)
+        # TIM-Net on feature arrays: one (clips, frames, dims) array, or one per fusion branch.
+        arrays = [np.asarray(a) for a in features] if spec.branches else [np.asarray(features)]
+        if spec.branches and len(arrays) != len(spec.branches):
+            raise TrainingError(
+                f"{spec.configuration}: {len(spec.branches)} branches but {len(arrays)} inputs"
+            )
+        x_train, x_test = [a[~test_mask] for a in arrays], [a[test_mask] for a in arrays]
+        stats = [standardizer(a) for a in x_train] if spec.standardize else [(None, None)] * len(arrays)
+        if spec.standardize:
+            x_train = [(a - m) / sd for a, (m, sd) in zip(x_train, stats, strict=True)]
+            x_test = [(a - m) / sd for a, (m, sd) in zip(x_test, stats, strict=True)]
+        cfgs = [
+            timnet_config(spec, a.shape[2], branch)
+            for a, branch in zip(arrays, spec.branches or [None], strict=True)
+        ]
+        xt = [torch.as_tensor(np.ascontiguousarray(a), device=device) for a in x_train]
+        x_eval = [torch.as_tensor(np.ascontiguousarray(a), device=device) for a in x_test]
+        mean = [torch.from_numpy(m) for m, _ in stats] if spec.standardize else None
+        std = [torch.from_numpy(sd) for _, sd in stats] if spec.standardize else None
+        if spec.branches:
+            model = FusionClassifier(cfgs, spec.fusion_hidden, n_outputs, spec.fusion_dropout).to(device)
+            model_config = {
+                "branches": [asdict(c) for c in cfgs],
+                "hidden": list(spec.fusion_hidden),
+                "dropout": spec.fusion_dropout,
+            }
+        else:  # one modality: plain tensors, not one-element lists
+            model = TIMNetClassifier(cfgs[0], n_outputs).to(device)
+            model_config = asdict(cfgs[0])
+            xt, x_eval = xt[0], x_eval[0]
+            mean, std = (mean[0], std[0]) if spec.standardize else (None, None)
         eval_batch = 256
     else:
+        # A backbone's raw inputs (its own normalisation inside the model), on the CPU, moved per batch.
+        mask = torch.tensor(test_mask)
+        xt, x_eval, eval_batch = features[~mask], features[mask], spec.batch_size
+        cfg = timnet_config(spec, backbone.out_features)
         model = BackboneClassifier(backbone, TIMNetClassifier(cfg, n_outputs)).to(device)
-        xt, x_eval, eval_batch = x_train, x_test, spec.batch_size
+        model_config, mean, std = asdict(cfg), None, None
     yt = torch.as_tensor(y_all[~test_mask], device=device)
     history, best_state, best_epoch = fit(model, xt, yt, spec, weights)
     model.load_state_dict(best_state)
@@ -312,13 +354,14 @@ def train_job(
         predictions[f"p_{name}"] = probs[:, i]
     checkpoint = {
         "state_dict": {k: v.cpu() for k, v in best_state.items()},
-        "model_config": asdict(cfg),
+        "model_config": model_config,
         "n_outputs": n_outputs,
         # How to rebuild the backbone's architecture before loading state_dict (avemotion.finetune).
         "backbone": None if backbone is None else backbone.architecture(),
         "spec": asdict(spec),
-        "mean": None if mean is None else torch.from_numpy(mean),
-        "std": None if std is None else torch.from_numpy(std),
+        # Training-fold standardisation: one tensor (a list of them for fusion, per branch), or None.
+        "mean": mean,
+        "std": std,
         "classes": class_names,
     }
     return {
@@ -441,7 +484,11 @@ def _run_job(
     )
     with tracked or contextlib.nullcontext() as run:
         if run is not None:
-            params = {k: v for k, v in asdict(spec).items() if k != "backbone"}
+            params = {
+                k: json.dumps(v) if isinstance(v, tuple) and v and isinstance(v[0], dict) else v
+                for k, v in asdict(spec).items()
+                if k != "backbone"
+            }
             for k, v in (spec.backbone or {}).items():
                 params[f"backbone.{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
             run.log_params({**params, "git_commit": runs.git_commit(Path.cwd()), "data_sha256": data_sha256})
@@ -461,16 +508,21 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_job_arguments(parser)
-    parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--features", type=Path, nargs="+", required=True, help="one per fusion branch")
+    parser.add_argument("--index", type=Path, nargs="+", required=True, help="one per --features")
     args = parser.parse_args(argv)
 
-    loaded: dict[str, np.ndarray] = {}  # the features, read once for all the process's jobs
+    loaded: list[np.ndarray] = []  # the features, read once for all the process's jobs
 
     def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
+        if len(args.features) != len(args.index) or len(args.features) != max(len(spec.branches), 1):
+            raise TrainingError(
+                f"{spec.configuration}: {len(args.features)} --features and {len(args.index)} --index for "
+                f"{max(len(spec.branches), 1)} modalities"
+            )
         if not loaded:
-            loaded["features"] = load_features(args.features, args.index, table)
-        return train_job(spec, table, loaded["features"], args.threads)
+            loaded.extend(load_features(f, i, table) for f, i in zip(args.features, args.index, strict=True))
+        return train_job(spec, table, loaded if spec.branches else loaded[0], args.threads)
 
     return run_jobs(args, train)
 

@@ -40,8 +40,8 @@ def test_clips_per_fold_of_the_full_run(full_config):
 
 
 def test_clips_per_actor_follows_the_demo_overlay(demo_config):
-    assert bench.clips_per_actor(demo_config) == 384 // 24 == 16
-    assert bench.fold_clips(demo_config)[0] == (19 * 16, 5 * 16)
+    assert bench.clips_per_actor(demo_config) == 192 // 24 == 8
+    assert bench.fold_clips(demo_config)[0] == (19 * 8, 5 * 8)
 
 
 def test_uneven_clip_count_is_refused(full_config):

@@ -176,3 +176,58 @@ def test_training_jobs_group_the_fold_jobs_by_configuration_task_and_fold(full_c
         mine = [target for c, t, target, f in jobs if (c, t, f) == (configuration, task, fold)]
         assert tuple(mine) == C.targets_of(task)
     assert C.targets_of("binary") == paper.CLASSES and C.targets_of("multiclass") == ("all",)
+
+
+def test_experiments_all_is_every_configuration_of_the_paper_layouts(full_config):
+    assert full_config["experiments"] == {"table1": "all", "table2": "all"}
+    t1 = C.implemented_configurations(full_config, "table1")
+    t2 = C.implemented_configurations(full_config, "table2")
+    assert t1 == [key for key, *_ in paper.TABLE1_ROWS] and len(t1) == 9
+    assert len(t2) == 23 and sum("+" in name for name in t2) == 15
+    assert t2[:4] == ["lms", "wav2vec2_large", "eyes_resnet", "eyes_resnet+lms"]
+    assert "eyes_resnet+mouth_resnet+wav2vec2_large" in t2
+    # 9 rows x 8 emotions x 5 folds binary, 23 cells x 5 folds 8-class
+    assert len(C.fold_jobs(full_config)) == 9 * 8 * 5 + 23 * 5
+    assert len(C.training_jobs(full_config)) == 9 * 5 + 23 * 5
+
+
+def test_fusion_spec_takes_table3_multimodal_rows(full_config):
+    w2v = C.train_spec(full_config, "face_kpd+wav2vec2_large", "multiclass", "all", 2)
+    assert (w2v.learning_rate, w2v.batch_size, w2v.epochs) == (0.0001, 64, 100)
+    assert [(b["feature"], b["frames"], b["scales"], b["channels"]) for b in w2v.branches] == [
+        ("face_kpd", 88, 7, 64),
+        ("wav2vec2_large", 146, 8, 64),  # its own scales: 146 frozen frames
+    ]
+    assert w2v.fusion_hidden == (128, 64) and w2v.backbone is None and w2v.standardize
+    lms = C.train_spec(full_config, "eyes_kpd+lms", "multiclass", "all", 0)
+    assert lms.learning_rate == 0.002 and {b["channels"] for b in lms.branches} == {
+        32
+    }  # the paper's exception
+    assert {
+        b["channels"] for b in C.train_spec(full_config, "face_au+lms", "multiclass", "all", 0).branches
+    } == {64}
+    visual = C.train_spec(full_config, "eyes_resnet+mouth_resnet", "multiclass", "all", 0)
+    assert visual.learning_rate == 0.0005 and [b["frames"] for b in visual.branches] == [88, 88]
+    assert C.TrainSpec.from_json(w2v.to_json()) == w2v
+    with pytest.raises(C.ConfigError, match="8-class"):
+        C.train_spec(full_config, "face_kpd+lms", "binary", "angry", 0)
+
+
+def test_fusion_scales_must_fit_each_branch(root):
+    bad = {"training": {"fusion": {"branch_scales": {"wav2vec2_large": 9}}}}
+    with pytest.raises(
+        C.ConfigError, match=r"training.fusion.branch_scales.*wav2vec2_large branch.*146 frames"
+    ):
+        C.load_config(root / "config.yaml", overrides=bad)
+    bad = {"training": {"fusion": {"lms": {"scales": 8}}}}
+    with pytest.raises(
+        C.ConfigError, match=r"training.fusion.lms.scales.*eyes_resnet branch of eyes_resnet\+lms.*88 frames"
+    ):
+        C.load_config(root / "config.yaml", overrides=bad)
+
+
+def test_fusion_channel_exception_must_name_a_multimodal_cell(root):
+    with pytest.raises(C.ConfigError, match=r"training.fusion.channels.lms\+face_au': not a multimodal cell"):
+        C.load_config(
+            root / "config.yaml", overrides={"training": {"fusion": {"channels": {"lms+face_au": 8}}}}
+        )

@@ -1,18 +1,34 @@
+import json
+import math
 import multiprocessing as mp
+import shutil
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from avemotion import runs
+from avemotion import paper, runs
+
+
+@pytest.fixture(scope="module")
+def template_store(tmp_path_factory):
+    """A fresh store with the experiments, made once (creating MLflow's schema takes seconds)."""
+    folder = tmp_path_factory.mktemp("template")
+    names = [runs.experiment_name("t", task) for task in runs.EXPERIMENTS]
+    ids = runs.init_store(f"sqlite:///{folder / 'mlflow.db'}", names, folder / "artifacts")
+    return folder / "mlflow.db", ids
 
 
 @pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
-    names = [runs.experiment_name("t", task) for task in runs.EXPERIMENTS]
-    ids = runs.init_store(uri, names, tmp_path / "artifacts")
-    return uri, ids, tmp_path
+def store(tmp_path, template_store):
+    """A copy of the fresh store: (uri, experiment name -> id, tmp_path)."""
+    db, ids = template_store
+    (tmp_path / "mlflow").mkdir()
+    shutil.copyfile(db, tmp_path / "mlflow" / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}", ids, tmp_path
 
 
 def active_runs(uri, experiment_id, job):
@@ -114,3 +130,283 @@ def test_cli_init(tmp_path, capsys):
 
 def test_git_commit_outside_a_checkout(tmp_path):
     assert runs.git_commit(tmp_path) == "unknown"
+
+
+# ---------------------------------------------------------------------------------------- parent runs
+
+BINARY, MULTICLASS = "t/table1-binary", "t/table2-multiclass"
+
+
+def fold_run(uri, configuration, task, target, fold, via_job_run=False):
+    """A finished fold job's run with the key and tags avemotion.train gives it (run_label, _run_job);
+    created directly (fast) unless ``via_job_run``."""
+    table = 1 if task == "binary" else 2
+    key = f"table{table}/{configuration}/{task}/{target}/fold{fold}"
+    tags = {
+        "table": str(table),
+        "configuration": configuration,
+        "task": task,
+        "target": target,
+        "fold": str(fold),
+    }
+    experiment = BINARY if task == "binary" else MULTICLASS
+    if via_job_run:
+        with runs.job_run(uri, experiment, key, key, tags):
+            pass
+    else:
+        client = MlflowClient(uri)
+        experiment_id = client.get_experiment_by_name(experiment).experiment_id
+        run = client.create_run(experiment_id, run_name=key, tags={runs.JOB_TAG: key, **tags})
+        client.set_terminated(run.info.run_id)
+    return key
+
+
+def write_tables(tmp_path, not_run=()):
+    """Long-form tables as avemotion.tables writes them (2 folds): Table 1 with lms (all emotions),
+    eyes_kpd (all but "surprised") and face_kpd (not run); Table 2 with lms (published), face_kpd+lms
+    (no published value) and face_au (not run). ``not_run`` blanks more configurations. Returns the paths."""
+    rows1 = []
+    for i, configuration in enumerate(("lms", "eyes_kpd", "face_kpd")):
+        for j, emotion in enumerate(paper.CLASSES):
+            ran = configuration == "lms" or (configuration == "eyes_kpd" and emotion != "surprised")
+            ran = ran and configuration not in not_run
+            mean = 0.41 + 0.05 * j + 0.1 * i if ran else math.nan
+            published = 0.6 + 0.01 * j
+            rows1.append(
+                {
+                    "modality": "audio" if configuration == "lms" else "video",
+                    "type": "speech" if configuration == "lms" else configuration.split("_")[0],
+                    "features": configuration.upper(),
+                    "configuration": configuration,
+                    "emotion": emotion,
+                    "n_folds": 2 if ran else 0,
+                    "mean": mean,
+                    "std": 0.02 + 0.001 * j if ran else math.nan,
+                    "pooled": mean + 0.003 if ran else math.nan,
+                    "paper": published,
+                    "paper_range": None,
+                    "difference": mean - published,
+                }
+            )
+    rows2 = []
+    for visual, speech, configuration, mean, published in (
+        ("None", "LMS", "lms", 61.25, 58.3),
+        ("Face KPD", "LMS", "face_kpd+lms", 77.5, math.nan),
+        ("Face AU", "None", "face_au", math.nan, 40.0),
+    ):
+        mean = math.nan if configuration in not_run else mean
+        ran = not math.isnan(mean)
+        rows2.append(
+            {
+                "visual": visual,
+                "speech": speech,
+                "configuration": configuration,
+                "n_folds": 2 if ran else 0,
+                "mean": mean,
+                "std": 3.5 if ran else math.nan,
+                "pooled": mean - 0.25,
+                "paper": published,
+                "difference": mean - published,
+            }
+        )
+    paths = tmp_path / "table1.csv", tmp_path / "table2.csv"
+    for path, rows in zip(paths, (rows1, rows2), strict=True):
+        pd.DataFrame(rows).to_csv(path, index=False, float_format="%.4f")
+    return paths
+
+
+@pytest.fixture
+def folds(store):
+    """Fold runs of every configuration (2 folds), the ones not run included; the store, table paths."""
+    uri, ids, tmp_path = store
+    for fold in range(2):
+        for configuration in ("lms", "eyes_kpd", "face_kpd"):
+            for emotion in paper.CLASSES:
+                fold_run(uri, configuration, "binary", emotion, fold)
+        for configuration in ("lms", "face_kpd+lms", "face_au"):
+            fold_run(uri, configuration, "multiclass", "all", fold)
+    return uri, ids, tmp_path
+
+
+def read_tables(tmp_path, not_run=()):
+    return [pd.read_csv(path) for path in write_tables(tmp_path, not_run)]
+
+
+def parents_of(uri, experiment_id):
+    found = MlflowClient(uri).search_runs([experiment_id], filter_string=f"tags.`{runs.PARENT_TAG}` != ''")
+    return {r.data.tags[runs.PARENT_TAG]: r for r in found}
+
+
+def fold_runs_of(uri, experiment_id, configuration):
+    return MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.configuration = '{configuration}'"
+    )
+
+
+def test_one_parent_per_configuration_with_results_holding_its_fold_runs(folds):
+    uri, ids, tmp_path = folds
+    got = runs.log_parents(uri, "t", *read_tables(tmp_path))
+    parents1, parents2 = parents_of(uri, ids[BINARY]), parents_of(uri, ids[MULTICLASS])
+    assert sorted(parents1) == ["table1/eyes_kpd", "table1/lms"]  # face_kpd did not run
+    assert sorted(parents2) == ["table2/face_kpd+lms", "table2/lms"]  # face_au did not run
+    assert got == {
+        "table1": {c: parents1[f"table1/{c}"].info.run_id for c in ("lms", "eyes_kpd")},
+        "table2": {c: parents2[f"table2/{c}"].info.run_id for c in ("lms", "face_kpd+lms")},
+    }
+    kpd = parents2["table2/face_kpd+lms"]
+    assert kpd.info.run_name == "Table 2 / Face KPD + LMS" and kpd.info.status == "FINISHED"
+    assert parents1["table1/lms"].info.run_name == "Table 1 / LMS"
+    assert kpd.data.params == {
+        "configuration": "face_kpd+lms",
+        "task": "multiclass",
+        "table": "2",
+        "n_folds": "2",
+        "n_children": "2",
+    }
+    assert parents1["table1/lms"].data.params["n_children"] == "16"  # 8 emotions x 2 folds
+    for experiment, parents in ((BINARY, parents1), (MULTICLASS, parents2)):
+        for key, parent in parents.items():
+            children = fold_runs_of(uri, ids[experiment], key.split("/")[1])
+            assert len(children) == int(parent.data.params["n_children"])
+            assert {c.data.tags[runs.PARENT_ID_TAG] for c in children} == {parent.info.run_id}
+    for experiment, configuration in ((BINARY, "face_kpd"), (MULTICLASS, "face_au")):
+        children = fold_runs_of(uri, ids[experiment], configuration)
+        assert children and all(runs.PARENT_ID_TAG not in c.data.tags for c in children)
+
+
+def test_parent_metrics_are_the_tables_values(folds):
+    uri, ids, tmp_path = folds
+    table1, table2 = read_tables(tmp_path)
+    runs.log_parents(uri, "t", table1, table2)
+    parents1, parents2 = parents_of(uri, ids[BINARY]), parents_of(uri, ids[MULTICLASS])
+
+    lms = table2.set_index("configuration").loc["lms"]
+    assert parents2["table2/lms"].data.metrics == {
+        "accuracy_mean": lms["mean"],
+        "accuracy_std": lms["std"],
+        "accuracy_pooled": lms["pooled"],
+        "accuracy_paper": 58.3,
+        "accuracy_difference": lms["difference"],
+    }
+    # not published: no paper value, no difference
+    assert sorted(parents2["table2/face_kpd+lms"].data.metrics) == [
+        "accuracy_mean",
+        "accuracy_pooled",
+        "accuracy_std",
+    ]
+    assert parents2["table2/face_kpd+lms"].data.metrics["accuracy_mean"] == 77.5
+
+    metrics = parents1["table1/lms"].data.metrics
+    rows = table1[table1.configuration == "lms"]
+    assert len(metrics) == 8 * 5 + 4
+    for row in rows.itertuples():
+        for stat in runs.STATS:
+            assert metrics[f"macro_f1_{stat}.{row.emotion}"] == getattr(row, stat)
+    assert metrics["macro_f1_mean.angry"] == 0.41
+    assert metrics["macro_f1_mean"] == pytest.approx(np.mean([0.41 + 0.05 * j for j in range(8)]), abs=1e-12)
+    assert metrics["macro_f1_pooled"] == pytest.approx(metrics["macro_f1_mean"] + 0.003, abs=1e-12)
+    assert metrics["macro_f1_paper"] == pytest.approx(0.635, abs=1e-12)
+    assert metrics["macro_f1_difference"] == pytest.approx(metrics["macro_f1_mean"] - 0.635, abs=1e-12)
+    # one emotion not run: that emotion's metrics and the mean over emotions are left out
+    partial = parents1["table1/eyes_kpd"].data.metrics
+    assert len(partial) == 7 * 5 and "macro_f1_mean.sad" in partial
+    assert "macro_f1_mean.surprised" not in partial and "macro_f1_mean" not in partial
+
+
+def test_rerun_keeps_one_parent_and_nests_a_rerun_fold_job(folds):
+    uri, ids, tmp_path = folds
+    first = runs.log_parents(uri, "t", *read_tables(tmp_path))
+    old_child = fold_runs_of(uri, ids[MULTICLASS], "lms")
+    key = fold_run(uri, "lms", "multiclass", "all", 1, via_job_run=True)  # a forced rerun of one fold job
+    (rerun,) = active_runs(uri, ids[MULTICLASS], key)
+    assert runs.PARENT_ID_TAG not in rerun.data.tags
+    second = runs.log_parents(uri, "t", *read_tables(tmp_path))
+    assert sorted(second["table2"]) == sorted(first["table2"])
+    assert sorted(parents_of(uri, ids[MULTICLASS])) == ["table2/face_kpd+lms", "table2/lms"]
+    assert sorted(parents_of(uri, ids[BINARY])) == ["table1/eyes_kpd", "table1/lms"]
+    client = MlflowClient(uri)
+    for table in ("table1", "table2"):
+        for configuration, run_id in first[table].items():
+            assert client.get_run(run_id).info.lifecycle_stage == "deleted"
+            assert client.get_run(second[table][configuration]).info.status == "FINISHED"
+    children = fold_runs_of(uri, ids[MULTICLASS], "lms")
+    assert rerun.info.run_id in {c.info.run_id for c in children} and len(children) == len(old_child)
+    assert {c.data.tags[runs.PARENT_ID_TAG] for c in children} == {second["table2"]["lms"]}
+
+
+def test_configuration_without_results_any_more_loses_its_parent(folds):
+    uri, ids, tmp_path = folds
+    runs.log_parents(uri, "t", *read_tables(tmp_path))
+    got = runs.log_parents(uri, "t", *read_tables(tmp_path, not_run=("lms",)))
+    assert sorted(got["table2"]) == ["face_kpd+lms"] and sorted(got["table1"]) == ["eyes_kpd"]
+    assert sorted(parents_of(uri, ids[MULTICLASS])) == ["table2/face_kpd+lms"]
+    assert sorted(parents_of(uri, ids[BINARY])) == ["table1/eyes_kpd"]
+    for experiment in (BINARY, MULTICLASS):
+        assert all(runs.PARENT_ID_TAG not in c.data.tags for c in fold_runs_of(uri, ids[experiment], "lms"))
+
+
+def test_missing_experiment_logs_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (binary,) = runs.init_store(uri, [BINARY], tmp_path / "artifacts").values()  # no Table 2 experiment
+    with pytest.raises(runs.TrackingError, match=r"'t/table2-multiclass' does not exist.*onstart step"):
+        runs.log_parents(uri, "t", *read_tables(tmp_path))
+    assert MlflowClient(uri).search_runs([binary]) == []
+
+
+def test_table_that_is_not_the_long_form_logs_nothing(store):
+    uri, ids, tmp_path = store
+    table1, table2 = read_tables(tmp_path)
+    with pytest.raises(ValueError, match=r"table2 lacks the column\(s\) pooled"):
+        runs.log_parents(uri, "t", table1, table2.drop(columns="pooled"))
+    with pytest.raises(ValueError, match=r"table1 has the cell.*more than once"):
+        runs.log_parents(uri, "t", pd.concat([table1, table1.tail(1)]), table2)
+    assert MlflowClient(uri).search_runs(list(ids.values())) == []
+
+
+def test_documented_filters_find_the_parents(folds, monkeypatch):
+    """The filter and search_runs snippet of docs/MLFLOW.md."""
+    uri, ids, tmp_path = folds
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri sets it too: restored at teardown
+    got = runs.log_parents(uri, "t", *read_tables(tmp_path))
+    client = MlflowClient(uri)
+    found = client.search_runs(
+        [ids[MULTICLASS]],
+        filter_string="tags.avemotion.parent LIKE 'table2/%'",
+        order_by=["metrics.accuracy_mean DESC"],
+    )
+    assert [r.info.run_name for r in found] == ["Table 2 / Face KPD + LMS", "Table 2 / LMS"]
+    found = client.search_runs([ids[BINARY]], filter_string="metrics.`macro_f1_mean.angry` > 0.45")
+    assert [r.info.run_name for r in found] == ["Table 1 / Eyes KPD"]
+    found = client.search_runs(list(ids.values()), filter_string="tags.avemotion.parent != ''")
+    assert len(found) == 4
+    mlflow.set_tracking_uri(uri)
+    try:
+        frame = mlflow.search_runs(
+            experiment_names=[MULTICLASS],
+            filter_string="tags.avemotion.parent LIKE 'table2/%'",
+            order_by=["metrics.accuracy_mean DESC"],
+        )
+        children = mlflow.search_runs(
+            experiment_names=[MULTICLASS],
+            filter_string=f"tags.mlflow.parentRunId = '{got['table2']['lms']}'",
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert frame["params.configuration"].tolist() == ["face_kpd+lms", "lms"]
+    assert frame["metrics.accuracy_mean"].tolist() == [77.5, 61.25]
+    assert sorted(children["tags.fold"]) == ["0", "1"]
+
+
+def test_cli_parents(folds, capsys):
+    uri, ids, tmp_path = folds
+    table1, table2 = write_tables(tmp_path)
+    out = tmp_path / "mlflow" / "parents.json"
+    args = ["parents", "--uri", uri, "--prefix", "t", "--table1", str(table1), "--table2", str(table2)]
+    assert runs.main([*args, "--out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["table2"] == {k[7:]: r.info.run_id for k, r in parents_of(uri, ids[MULTICLASS]).items()}
+    assert sorted(written["table1"]) == ["eyes_kpd", "lms"]
+    assert "t/table2-multiclass: 2 parent runs" in capsys.readouterr().out
+    missing = tmp_path / "missing.json"
+    assert runs.main([*args[:4], "other", *args[5:], "--out", str(missing)]) == 1
+    assert "'other/table1-binary' does not exist" in capsys.readouterr().err and not missing.exists()

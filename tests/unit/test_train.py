@@ -207,3 +207,66 @@ def test_run_label():
     assert train.run_label(spec) == ("table2/lms/multiclass/all/fold3", "Table 2 / LMS / fold 3")
     spec = dataclasses.replace(spec, task="binary", target="angry")
     assert train.run_label(spec)[1] == "Table 1 / LMS / angry / fold 3"
+
+
+def fusion_spec(config, **changes):
+    spec = train_spec(config, "face_kpd+lms", "multiclass", "all", 0)
+    branches = tuple({**b, "scales": 3, "channels": 8} for b in spec.branches)
+    base = {"epochs": 15, "batch_size": 32, "learning_rate": 0.01, "device": "cpu", "fusion_hidden": (16, 8)}
+    return dataclasses.replace(spec, branches=branches, **{**base, **changes})
+
+
+def test_fusion_learns_from_either_branch_and_standardises_each_with_training_statistics(full_config):
+    table = toy_table(per_class=2)
+    face = separable_features(table, seed=1, frames=32, dims=12)  # the class signal
+    speech = np.random.default_rng(2).normal(size=(len(table), 20, 5)).astype(np.float32) * 50 + 7  # noise
+    spec = fusion_spec(full_config)
+    result = train.train_job(spec, table, [face, speech])
+    test = table["actor"].isin(spec.test_actors).to_numpy()
+    assert result["metrics"]["accuracy"] > 0.8 and result["metrics"]["n_test"] == test.sum()
+    ck = result["checkpoint"]
+    assert [b["in_features"] for b in ck["model_config"]["branches"]] == [12, 5]
+    assert ck["model_config"]["hidden"] == [16, 8]
+    # per-branch statistics of the training clips only
+    np.testing.assert_allclose(ck["mean"][1].numpy(), speech[~test].mean(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(ck["std"][0].numpy(), face[~test].std(axis=(0, 1)), rtol=1e-4)
+    # the signal can sit in either branch
+    noise = np.random.default_rng(4).normal(size=face.shape).astype(np.float32)
+    swapped = train.train_job(spec, table, [noise, separable_features(table, seed=5, frames=20, dims=8)])
+    assert swapped["metrics"]["accuracy"] > 0.8
+
+
+def test_fusion_of_unrelated_inputs_stays_at_chance(full_config):
+    """The check above can fail: with no signal in any branch the model cannot beat chance by much."""
+    table = toy_table(per_class=2)
+    rng = np.random.default_rng(3)
+    noise = [rng.normal(size=(len(table), 24, 6)).astype(np.float32) for _ in range(2)]
+    result = train.train_job(fusion_spec(full_config), table, noise)
+    assert result["metrics"]["accuracy"] < 0.5
+
+
+def test_fusion_cli_reads_one_array_per_branch(full_config, tmp_path):
+    table = toy_table(per_class=2)
+    clips, manifest = tmp_path / "clips.csv", tmp_path / "manifest.json"
+    table.to_csv(clips, index=False)
+    manifest.write_text(json.dumps({"sha256": "x"}))
+    args = []
+    for name, x in (("a", separable_features(table, frames=16, dims=4)), ("b", separable_features(table))):
+        order = np.random.default_rng(0).permutation(len(table))  # rows in another order than the table
+        np.save(tmp_path / f"{name}.npy", x[order])
+        pd.DataFrame({"clip": table["clip"].to_numpy()[order], "row": range(len(table))}).to_csv(
+            tmp_path / f"{name}.csv", index=False
+        )
+        args.append(name)
+    spec = fusion_spec(full_config, epochs=3)
+    out = tmp_path / "out"
+    argv = ["--spec", spec.to_json(), "--clips", str(clips), "--manifest", str(manifest), "--out", str(out)]
+    one = ["--features", str(tmp_path / "a.npy"), "--index", str(tmp_path / "a.csv")]
+    assert train.main([*argv, *one]) == 1 and not out.exists()  # one input for two branches
+    both = ["--features", *(str(tmp_path / f"{n}.npy") for n in args)]
+    both += ["--index", *(str(tmp_path / f"{n}.csv") for n in args)]
+    assert train.main([*argv, *both]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["configuration"] == "face_kpd+lms" and len(metrics["branches"]) == 2
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert len(ck["mean"]) == 2 and ck["model_config"]["branches"][0]["in_features"] == 4

@@ -57,7 +57,7 @@ def copy_archives(
 def small_config(**data_changes) -> dict:
     """The full config reduced to 4 actors in 2 folds, 8 clips per actor, a tiny TIM-Net, the LMS and Face KPD
     experiments plus two fine-tuned 8-class backbones (Eyes ResNet, Wav2Vec2-L: the demo's tiny random ones),
-    and the demo's tracker (MediaPipe)."""
+    two fusions of them (Eyes ResNet + LMS, Face KPD + Wav2Vec2-L), and the demo's tracker (MediaPipe)."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["data"].update(
         {
@@ -79,9 +79,22 @@ def small_config(**data_changes) -> dict:
     for feature in ("face_resnet", "eyes_resnet", "mouth_resnet", "wav2vec2_base", "wav2vec2_large"):
         scales = 3 if feature.endswith("resnet") else 8  # the demo's 10 fine-tuning frames; 146 frames
         config["training"]["hyperparameters"][feature] = {t: {**tiny, "scales": scales} for t in paper.TASKS}
+    # Two fusions: a frozen ResNet with LMS, an engineered feature with frozen Wav2Vec2-L.
+    fusion = {**small, "learning_rate": 0.002, "epochs": 4}
+    config["training"]["fusion"].update(
+        {"lms": fusion, "wav2vec2_large": fusion, "visual": fusion, "branch_scales": {}}
+    )
+    config["model"]["fusion"]["hidden"] = [16, 8]
     config["experiments"] = {
         "table1": ["lms", "face_kpd"],
-        "table2": ["lms", "face_kpd", "eyes_resnet", "wav2vec2_large"],
+        "table2": [
+            "lms",
+            "face_kpd",
+            "eyes_resnet",
+            "wav2vec2_large",
+            "eyes_resnet+lms",
+            "face_kpd+wav2vec2_large",
+        ],
     }
     config["tracking"]["backend"] = "mediapipe"
     return config

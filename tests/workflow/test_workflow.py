@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from avemotion import paper
 
@@ -32,16 +33,18 @@ def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     # The published facial tracking, downloaded once, then one tracking job per actor.
     assert counts["download_tracking"] == 1 and counts["extract_openface"] == 24
     assert counts["extract_features"] == 5  # LMS, Face KPD, Face AU, Eyes KPD, Head pose
-    # One job per fold for each of the 5 features (training its 8 one-vs-rest models), and per fold 8-class
-    # for the 4 with a Table 2 cell.
-    assert counts["train_binary"] == 5 * 5 and counts["train_multiclass"] == 4 * 5
+    # One job per fold for each of the 5 features (training its 8 one-vs-rest models).
+    # Per fold 8-class for the 4 with a Table 2 cell, and the 15 multimodal cells (fusion).
+    assert counts["train_binary"] == 5 * 5 and counts["train_multiclass"] == (4 + 15) * 5
     # The pretrained half: patches per actor; Wav2Vec2-B and the three ResNets fine-tuned per fold, one model
     # per emotion (Table 1), Wav2Vec2-L and the ResNets per fold (Table 2), whose fold models give the frozen
     # features.
     assert counts["crop_patches"] == 24 and counts["prefetch_backbone"] == 3
     assert counts["finetune_binary"] == 4 * 5 and counts["finetune_multiclass"] == 4 * 5
     assert counts["extract_frozen"] == 4 * 5
-    assert sum(counts.values()) - counts["total"] == counts["total"] == 237
+    # Aggregation: the tables, their figures, the MLflow parent runs.
+    assert counts["build_tables"] == counts["draw_figures"] == counts["log_parent_runs"] == 1
+    assert sum(counts.values()) - counts["total"] == counts["total"] == 314
     assert "make_demo_archives" not in counts and "prefetch_tracker_model" not in counts
     for backbone in ("resnet", "wav2vec2_base", "wav2vec2_large"):
         assert f"python -m avemotion.backbones prefetch --name {backbone}" in result.stdout
@@ -50,10 +53,26 @@ def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     assert "--md5 5753bbc64a9a790f8a8d3e03cba526ee --size 417163019" in result.stdout
 
 
+def test_dry_run_of_the_demo_lists_both_complete_tables(tmp_path):
+    project = copy_project(tmp_path / "p")
+    result = snakemake(project, "-n", "--workflow-profile", "workflow/profiles/demo")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    # The full reproduction's DAG, with the demo data generated instead of downloaded and the tiny random
+    # backbones built instead of prefetched: 9 Table 1 rows x 5 folds, 23 Table 2 cells x 5 folds.
+    assert counts["make_demo_archives"] == 1 and "download_tracking" not in counts
+    assert "prefetch_backbone" not in counts
+    assert counts["train_binary"] + counts["finetune_binary"] == 9 * 5
+    assert counts["train_multiclass"] + counts["finetune_multiclass"] == 23 * 5
+    assert counts["extract_frozen"] == 4 * 5 and counts["extract_openface"] == 24
+    assert counts["total"] == 311
+
+
 def test_demo_subset_runs_from_archives_to_tables(demo_run):
     project, result = demo_run
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["train_binary"] == counts["train_multiclass"] == 2 * 2 and counts["extract_openface"] == 4
+    assert counts["train_binary"] == 2 * 2 and counts["extract_openface"] == 4
+    assert counts["train_multiclass"] == (2 + 2) * 2  # LMS, Face KPD and the two fusions
     assert counts["crop_patches"] == 4 and counts["finetune_multiclass"] == 2 * 2
     assert "finetune_binary" not in counts and counts["extract_frozen"] == 4
     t1 = pd.read_csv(project / "results/tables/table1.csv")
@@ -69,8 +88,8 @@ def test_demo_subset_runs_from_archives_to_tables(demo_run):
     assert lms[lms.emotion == "angry"]["mean"].iloc[0] == pytest.approx(sum(folds) / 2, abs=1e-4)
     md2 = (project / "results/tables/table2.md").read_text()
     assert re.search(
-        r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| "
-        r"\d+\.\d\d ± \d+\.\d\d \(paper: not published\) \|",
+        r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d, pooled \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| "
+        r"\d+\.\d\d ± \d+\.\d\d, pooled \d+\.\d\d \(paper: not published\) \|",
         md2,
     )
     clips = pd.read_csv(project / "results/clips/clips.csv")
@@ -98,10 +117,15 @@ def test_every_fold_job_is_one_finished_mlflow_run(demo_run):
     project, _ = demo_run
     rows = mlflow_runs(project)
     active = [r for r in rows if r[3] == "active"]
-    assert len(active) == 40 and len({r[4] for r in active}) == 40
+    assert len(active) == 44 and len({r[4] for r in active}) == 44
     assert all(r[2] == "FINISHED" for r in active)
     assert {r[0] for r in active} == {"avemotion/table1-binary", "avemotion/table2-multiclass"}
-    assert {"Table 2 / LMS / fold 1", "Table 2 / Eyes ResNet / fold 0"} <= {r[1] for r in active}
+    assert {
+        "Table 2 / LMS / fold 1",
+        "Table 2 / Eyes ResNet / fold 0",
+        "Table 2 / Eyes ResNet + LMS / fold 1",
+        "Table 2 / Face KPD + Wav2Vec2-L / fold 0",
+    } <= {r[1] for r in active}
 
 
 def test_backbones_fine_tune_per_fold_and_give_frozen_per_fold_features(demo_run):
@@ -125,6 +149,27 @@ def test_backbones_fine_tune_per_fold_and_give_frozen_per_fold_features(demo_run
     sidecar = json.loads((project / "results/patches/Actor_03/01-01-04-01-01-01-03.json").read_text())
     assert sidecar["size"] == 24 and len(sidecar["frames"]["finetune"]) == 10
     assert len(sidecar["frames"]["central"]) == 88
+
+
+def test_fusion_trains_on_each_folds_frozen_features_and_fills_its_cells(demo_run):
+    project, _ = demo_run
+    t2 = pd.read_csv(project / "results/tables/table2.csv").set_index("configuration")
+    clips = pd.read_csv(project / "results/clips/clips.csv")
+    for name, dims in (("eyes_resnet+lms", [512, 24]), ("face_kpd+wav2vec2_large", [780, 48])):
+        assert t2.loc[name, "n_folds"] == 2 and 0 <= t2.loc[name, "mean"] <= 100
+        backbone = 0 if name.startswith("eyes_resnet") else 1  # the branch with frozen per-fold features
+        for k in (0, 1):
+            folder = project / f"results/train/{name}/multiclass/all/fold{k}"
+            metrics = json.loads((folder / "metrics.json").read_text())
+            assert [b["feature"] for b in metrics["branches"]] == name.split("+")
+            ck = torch.load(folder / "checkpoint.pt", weights_only=True)
+            assert [b["in_features"] for b in ck["model_config"]["branches"]] == dims
+            # that fold's frozen features, standardised with that fold's training clips
+            key = name.split("+")[backbone]
+            frozen = np.load(project / f"results/features/{key}/fold{k}/features.npy")
+            train_rows = (clips["fold"] != k).to_numpy()
+            expected = frozen[train_rows].mean(axis=(0, 1), dtype=np.float64)
+            np.testing.assert_allclose(ck["mean"][backbone].numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):

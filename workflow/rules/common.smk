@@ -32,7 +32,6 @@ MLFLOW_INIT = (
     f"python -m avemotion.runs init --uri '{MLFLOW_URI}' "
     f"--prefix {config['mlflow']['experiment_prefix']}"
 )
-TABLES = expand("results/tables/table{n}.{ext}", n=(1, 2), ext=("csv", "md"))
 BACKBONE_FEATURES = [k for k, f in registry.FEATURES.items() if f.is_backbone]
 # Frozen per-fold features of the fine-tuned backbones: the edge into multimodal fusion.
 FROZEN = expand(
@@ -57,10 +56,20 @@ def train_metrics():
 
 
 def configuration_features(wildcards):
-    keys = wildcards.configuration.split("+")
+    """The feature arrays TIM-Net trains on, one per modality: an engineered feature's array, or a backbone's
+    frozen per-fold features (multimodal fusion: built from that fold's fine-tuned 8-class backbone).
+    """
+    folders = [
+        (
+            f"results/features/{key}/fold{wildcards.fold}"
+            if registry.get(key).is_backbone
+            else f"results/features/{key}"
+        )
+        for key in registry.split_configuration(wildcards.configuration)
+    ]
     return {
-        "features": expand("results/features/{feature}/features.npy", feature=keys),
-        "index": expand("results/features/{feature}/index.csv", feature=keys),
+        "features": [f"{folder}/features.npy" for folder in folders],
+        "index": [f"{folder}/index.csv" for folder in folders],
     }
 
 

@@ -58,6 +58,7 @@ rule extract_frozen:
         "benchmarks/extract_frozen/{feature}/fold{fold}.tsv"
     wildcard_constraints:
         feature="|".join(BACKBONE_FEATURES),
+    priority: 10
     conda:
         "../../envs/avemotion.yaml"
     threads: 1

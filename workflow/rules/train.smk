@@ -81,6 +81,7 @@ rule finetune_binary:
         " --experiment-prefix {params.prefix} > {log} 2>&1"
 
 
+# The 8-class fine-tuning leads to the frozen features that multimodal fusion waits for: scheduled first.
 use rule finetune_binary as finetune_multiclass with:
     output:
         **fold_outputs("finetune", "multiclass"),
@@ -88,6 +89,7 @@ use rule finetune_binary as finetune_multiclass with:
         "logs/finetune_multiclass/{configuration}/fold{fold}.log",
     benchmark:
         "benchmarks/finetune_multiclass/{configuration}/fold{fold}.tsv"
+    priority: 10
     resources:
         mem_mb=16000,
         runtime=600,
