@@ -40,8 +40,10 @@ def test_clips_per_fold_of_the_full_run(full_config):
 
 
 def test_clips_per_actor_follows_the_demo_overlay(demo_config):
-    assert bench.clips_per_actor(demo_config) == 192 // 24 == 8
-    assert bench.fold_clips(demo_config)[0] == (19 * 8, 5 * 8)
+    assert bench.clips_per_actor(demo_config) == 96 // 12 == 8
+    # fold 0 tests actors 2, 5 and 14 of the demo's 12; fold 4 tests 1 and 4
+    assert bench.fold_clips(demo_config)[0] == (9 * 8, 3 * 8)
+    assert bench.fold_clips(demo_config)[4] == (10 * 8, 2 * 8)
 
 
 def test_uneven_clip_count_is_refused(full_config):

@@ -58,14 +58,15 @@ def test_dry_run_of_the_demo_lists_both_complete_tables(tmp_path):
     result = snakemake(project, "-n", "--workflow-profile", "workflow/profiles/demo")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    # The full reproduction's DAG, with the demo data generated instead of downloaded and the tiny random
-    # backbones built instead of prefetched: 9 Table 1 rows x 5 folds, 23 Table 2 cells x 5 folds.
+    # The full reproduction's DAG on 12 actors, with the demo data generated instead of downloaded and the
+    # tiny random backbones built instead of prefetched: 9 Table 1 rows x 5 folds, 23 Table 2 cells x 5 folds.
     assert counts["make_demo_archives"] == 1 and "download_tracking" not in counts
     assert "prefetch_backbone" not in counts
     assert counts["train_binary"] + counts["finetune_binary"] == 9 * 5
     assert counts["train_multiclass"] + counts["finetune_multiclass"] == 23 * 5
-    assert counts["extract_frozen"] == 4 * 5 and counts["extract_openface"] == 24
-    assert counts["total"] == 311
+    # 12 actors (demo.yaml): one extraction, audio, tracking and patch job each
+    assert counts["extract_frozen"] == 4 * 5 and counts["extract_openface"] == counts["crop_patches"] == 12
+    assert counts["total"] == 251
 
 
 def test_demo_subset_runs_from_archives_to_tables(demo_run):
@@ -126,6 +127,30 @@ def test_every_fold_job_is_one_finished_mlflow_run(demo_run):
         "Table 2 / Eyes ResNet + LMS / fold 1",
         "Table 2 / Face KPD + Wav2Vec2-L / fold 0",
     } <= {r[1] for r in active}
+
+
+def test_each_configuration_is_one_parent_run_holding_its_fold_runs(demo_run):
+    project, _ = demo_run
+    parents = json.loads((project / "results/mlflow/parents.json").read_text())
+    assert sorted(parents["table1"]) == ["face_kpd", "lms"]
+    assert sorted(parents["table2"]) == sorted(
+        ["lms", "face_kpd", "eyes_resnet", "wav2vec2_large", "eyes_resnet+lms", "face_kpd+wav2vec2_large"]
+    )
+    with sqlite3.connect(project / "results/mlflow/mlflow.db") as db:
+        children = dict(
+            db.execute(
+                "select t.value, count(*) from tags t join runs r on r.run_uuid = t.run_uuid "
+                "where t.key = 'mlflow.parentRunId' and r.lifecycle_stage = 'active' group by t.value"
+            ).fetchall()
+        )
+        (accuracy,) = db.execute(
+            "select value from latest_metrics where run_uuid = ? and key = 'accuracy_mean'",
+            (parents["table2"]["eyes_resnet+lms"],),
+        ).fetchone()
+    # a Table 1 row: 8 emotions x 2 folds; a Table 2 cell: 2 folds
+    assert children[parents["table1"]["lms"]] == 16 and children[parents["table2"]["eyes_resnet+lms"]] == 2
+    t2 = pd.read_csv(project / "results/tables/table2.csv").set_index("configuration")
+    assert accuracy == pytest.approx(t2.loc["eyes_resnet+lms", "mean"])
 
 
 def test_backbones_fine_tune_per_fold_and_give_frozen_per_fold_features(demo_run):
@@ -190,7 +215,13 @@ def test_report_builds(demo_run):
     project, _ = demo_run
     result = snakemake(project, "--report", "results/report.html")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (project / "results/report.html").stat().st_size > 10_000
+    html = (project / "results/report.html").read_text()
+    assert len(html) > 10_000
+    # every table and figure, under its caption's words
+    for name in ("table1.tex", "table2.md", "table1_heatmap.png", "table2_grid.png"):
+        assert name in html, name
+    for words in ("Confusion matrices", "Training curves", "pooled"):
+        assert words in html, words
 
 
 def test_bad_config_key_fails_before_any_job(tmp_path):
