@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
-#   make demo   set up .venv (once) and run the whole DAG on the synthetic demo dataset (offline, minutes)
+#   make demo   set up .venv (once), run the whole DAG on the synthetic demo dataset (offline, ~25 minutes on
+#               2 cores) and write its HTML report
 #   make test   set up .venv (once) and run lint + unit + workflow tests
 # Both are idempotent: the environment is rebuilt only when pyproject.toml changes.
 PYTHON ?= python3
@@ -34,8 +35,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $@
 
+# The whole DAG, then its HTML report (every table and figure with its caption): results/report.html.
 demo: setup models
 	$(BIN)/snakemake --workflow-profile workflow/profiles/demo --cores $(CORES)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/demo --report results/report.html
 
 reproduce: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default
