@@ -10,7 +10,9 @@ training loss (paper); the test fold is used for nothing but the final evaluatio
 are read once and kept in memory (on the GPU when there is one). Seeded and deterministic on CPU.
 
 CLI (the ``train_binary`` and ``train_multiclass`` rules). One process trains every target of a configuration,
-task and fold: one ``--spec`` and ``--out`` per target (8 for binary, 1 for multiclass), the features read once::
+task and fold: one ``--spec`` and ``--out`` per target (8 for binary, 1 for multiclass), the features read once.
+A multimodal configuration (fusion, Table 2) takes one ``--features``/``--index`` pair per branch, in the
+order of its name (``face_kpd+lms``: Face KPD, then LMS)::
 
     python -m avemotion.train --spec '<TrainSpec JSON>' --features results/features/lms/features.npy \
         --index results/features/lms/index.csv --clips results/clips/clips.csv \
@@ -153,6 +155,16 @@ def grad_scaler(amp: bool) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
 
 
+Inputs = torch.Tensor | list[torch.Tensor]  # one modality, or one tensor per fusion branch
+
+
+def take(x: Inputs, rows: torch.Tensor, device: torch.device) -> Inputs:
+    """Rows ``rows`` of the clips of ``x`` (each branch's, for fusion), moved to ``device``."""
+    if isinstance(x, list):
+        return [take(t, rows, device) for t in x]
+    return x[rows.to(x.device)].to(device, non_blocking=True)
+
+
 def fit(
     model: torch.nn.Module, x: Inputs, y: torch.Tensor, spec: TrainSpec, weights: torch.Tensor | None
 ) -> tuple[list[dict], dict, int]:
@@ -206,16 +218,6 @@ def fit(
             best_loss, best_epoch = epoch_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
     return history, best_state, best_epoch
-
-
-Inputs = torch.Tensor | list[torch.Tensor]  # one modality, or one tensor per fusion branch
-
-
-def take(x: Inputs, rows: torch.Tensor, device: torch.device) -> Inputs:
-    """Rows ``rows`` of the clips of ``x`` (each branch's, for fusion), moved to ``device``."""
-    if isinstance(x, list):
-        return [take(t, rows, device) for t in x]
-    return x[rows.to(x.device)].to(device, non_blocking=True)
 
 
 def predict(logits: torch.Tensor, task: str) -> torch.Tensor:
