@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from avemotion import registry
+from avemotion import registry, tables
 from avemotion.io import atomic_write_text
 
 EXPERIMENTS = {"binary": "table1-binary", "multiclass": "table2-multiclass"}
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main_parents(args: argparse.Namespace, uri: str) -> int:
     try:
-        table1, table2 = pd.read_csv(args.table1), pd.read_csv(args.table2)
+        table1, table2 = tables.read_long(args.table1), tables.read_long(args.table2)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         print(f"error: cannot read the tables: {e}", file=sys.stderr)
         return 1

@@ -30,10 +30,7 @@ import pandas as pd
 
 from avemotion import paper
 from avemotion.io import atomic_write_text
-
-# The metrics the training jobs report, imported (not re-implemented) so that the pooled value is computed
-# exactly as every fold's value is. Importing avemotion.train imports torch: ~2 s, once per aggregation job.
-from avemotion.train import accuracy, macro_f1
+from avemotion.metrics import accuracy, macro_f1
 
 NOT_RUN = "not run"
 # The long-form CSV contract (other code reads these columns; read the files back with read_long).

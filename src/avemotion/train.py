@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from avemotion import paper, registry, runs
 from avemotion.config import JOB_OUTPUTS, TrainSpec
 from avemotion.io import atomic_path, atomic_write_text
+from avemotion.metrics import accuracy, confusion_matrix, macro_f1
 from avemotion.models import BackboneClassifier, FusionClassifier, TIMNetClassifier, TIMNetConfig
 
 
@@ -84,28 +85,6 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     if (counts == 0).any():
         raise TrainingError(f"a class has no training sample (counts {counts.tolist()})")
     return (len(y) / (n_classes * counts)).astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts, rows = true class, columns = predicted class."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
-
-
-def macro_f1(cm: np.ndarray) -> float:
-    """Unweighted mean of per-class F1 from a confusion matrix (a class never true nor predicted scores 0)."""
-    tp = np.diag(cm).astype(np.float64)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)  # predicted + true = 2tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return float(f1.mean())
-
-
-def accuracy(cm: np.ndarray) -> float:
-    return float(np.trace(cm) / cm.sum())
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from avemotion import config as avcfg
-from avemotion import paper, train
+from avemotion import metrics, paper, train
 from avemotion.config import train_spec
 
 
@@ -46,11 +46,11 @@ def small_spec(config, task, target, fold=0, **changes):
 def test_confusion_and_metrics_by_hand():
     y_true = np.array([0, 0, 0, 1, 1, 2])
     y_pred = np.array([0, 0, 1, 1, 2, 2])
-    cm = train.confusion_matrix(y_true, y_pred, 3)
+    cm = metrics.confusion_matrix(y_true, y_pred, 3)
     assert cm.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
-    assert train.accuracy(cm) == pytest.approx(4 / 6)
+    assert metrics.accuracy(cm) == pytest.approx(4 / 6)
     # F1: class0 2*2/(3+2)=0.8, class1 2*1/(2+2)=0.5, class2 2*1/(1+2)=2/3
-    assert train.macro_f1(cm) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert metrics.macro_f1(cm) == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
 
 
 def test_balanced_weights_by_hand():
