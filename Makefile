@@ -12,7 +12,7 @@ CORES ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Full reproduction on real RAVDESS (downloads the archives unless data.archives_dir is set).
-.PHONY: setup models weights demo reproduce test lint unit workflow-test mlflow-ui report dry-run clean-demo
+.PHONY: setup models weights demo reproduce cluster test lint unit workflow-test mlflow-ui report dry-run clean-demo
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ weights: setup
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check --no-cache-dir -q -e '.[dev]'
 	touch $@
 
 # The whole DAG, then its HTML report (every table and figure with its caption): results/report.html.
@@ -43,14 +43,20 @@ demo: setup models
 reproduce: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default
 
+# The same on a SLURM cluster, from a login node (edit workflow/profiles/slurm/config.yaml first: README).
+cluster: setup weights
+	$(BIN)/snakemake --workflow-profile workflow/profiles/slurm
+
 dry-run: setup
 	$(BIN)/snakemake -n
 
 report: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/demo --report results/report.html
 
+# The local store by default; after a cluster run: make mlflow-ui STORE=file://$(CURDIR)/results/mlflow/mlruns
+STORE ?= sqlite:///$(CURDIR)/results/mlflow/mlflow.db
 mlflow-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_ALLOW_FILE_STORE=true $(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port 5000
 
 lint: setup
 	$(BIN)/ruff check .

@@ -65,11 +65,20 @@ class TrackingError(RuntimeError):
 
 
 def tracking_uri(configured: str | None, root: Path) -> str:
-    """MLFLOW_TRACKING_URI wins, then config ``mlflow.tracking_uri``, then SQLite under results/mlflow."""
+    """MLFLOW_TRACKING_URI wins, then config ``mlflow.tracking_uri``, then SQLite under results/mlflow.
+
+    A relative file store (``file:results/mlflow/mlruns``) or SQLite path (``sqlite:///results/x.db`` has three
+    slashes and a relative path) is made absolute against ``root``: every job, wherever it runs, opens the
+    same store on the shared filesystem.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
-    if uri:
-        return uri
-    return f"sqlite:///{(root / DEFAULT_STORE / 'mlflow.db').resolve()}"
+    if not uri:
+        return f"sqlite:///{(root / DEFAULT_STORE / 'mlflow.db').resolve()}"
+    if uri.startswith("file:") and not uri.startswith("file://"):
+        return (root / uri.removeprefix("file:")).resolve().as_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def artifact_root(root: Path) -> Path:
@@ -83,6 +92,11 @@ def experiment_name(prefix: str, task: str) -> str:
 def _client(uri: str):
     from mlflow.tracking import MlflowClient  # imported lazily: mlflow takes a second to import
 
+    if uri.startswith("file:"):
+        # A file store is chosen on purpose (config mlflow.tracking_uri): a cluster's shared filesystem
+        # without a server, where each run is a folder of its own and no database file is shared between
+        # nodes. MLflow 3 refuses one unless this is set.
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
     return MlflowClient(tracking_uri=uri)
 
 

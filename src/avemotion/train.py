@@ -254,6 +254,9 @@ def train_job(
     on the CPU and moved to the device per batch) and the backbone is fine-tuned end to end under TIM-Net.
     """
     torch.manual_seed(spec.seed)
+    # Wav2Vec2 draws its SpecAugment masks and LayerDrop from NumPy's global generator (transformers'
+    # _compute_mask_indices, the encoder's layerdrop): without this a fine-tuning differs from run to run.
+    np.random.seed(spec.seed)
     device = pick_device(spec.device)
     if device.type == "cpu":
         # The CPU kernels TIM-Net uses are deterministic (tests rerun jobs and compare). No

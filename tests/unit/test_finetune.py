@@ -160,6 +160,25 @@ def test_train_job_fine_tunes_and_its_checkpoint_rebuilds_the_same_encoder(tmp_p
         assert torch.equal(v, best[k]), k
 
 
+def test_wav2vec2_fine_tuning_with_specaugment_is_reproducible():
+    """Wav2Vec2 draws its time masks from NumPy's global generator: train_job seeds it, so two jobs (two
+    processes, a SLURM run and a local one) train the same weights whatever NumPy drew before."""
+    table = _clip_table([1, 2], 4)
+    audio = np.random.default_rng(1).normal(0, 0.1, (len(table), paper.N_SAMPLES)).astype(np.float32)
+    params = {**TINY_W2V, "mask_time_prob": 0.5}
+    spec = C.TrainSpec(
+        **{**_tiny_spec().__dict__, "configuration": "wav2vec2_large", "scales": 8, "backbone": params}
+    )
+    losses = []
+    for draw in (3, 17):
+        np.random.seed(draw)  # whatever state an earlier step left
+        torch.manual_seed(spec.seed)
+        encoder = finetune.build_encoder("wav2vec2_large", params)
+        x = finetune.backbones.speech_input(audio)
+        losses.append(train.train_job(spec, table, x, backbone=encoder)["history"]["train_loss"].tolist())
+    assert losses[0] == losses[1]
+
+
 def test_frozen_features_leave_the_weights_untouched():
     torch.manual_seed(0)
     encoder = finetune.build_encoder("resnet", RESNET)

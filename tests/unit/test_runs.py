@@ -22,9 +22,14 @@ def template_store(tmp_path_factory):
     return folder / "mlflow.db", ids
 
 
-@pytest.fixture
-def store(tmp_path, template_store):
-    """A copy of the fresh store: (uri, experiment name -> id, tmp_path)."""
+@pytest.fixture(params=["sqlite", "file"])
+def store(request, tmp_path, template_store):
+    """A fresh store: (uri, experiment name -> id, tmp_path). SQLite (the local default; a copy of the template)
+    or a file store (a cluster's shared filesystem without a server: a folder per run, no shared database)."""
+    if request.param == "file":
+        uri = runs.tracking_uri("file:mlruns", tmp_path)
+        names = [runs.experiment_name("t", task) for task in runs.EXPERIMENTS]
+        return uri, runs.init_store(uri, names, tmp_path / "artifacts"), tmp_path
     db, ids = template_store
     (tmp_path / "mlflow").mkdir()
     shutil.copyfile(db, tmp_path / "mlflow" / "mlflow.db")
@@ -41,6 +46,28 @@ def test_tracking_uri_precedence(monkeypatch, tmp_path):
     assert runs.tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:6000")
     assert runs.tracking_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:6000"
+
+
+def test_relative_stores_are_made_absolute_against_the_project(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert (
+        runs.tracking_uri("file:results/mlflow/mlruns", tmp_path)
+        == f"file://{tmp_path}/results/mlflow/mlruns"
+    )
+    assert runs.tracking_uri("sqlite:///x/m.db", tmp_path) == f"sqlite:///{tmp_path}/x/m.db"
+    # already absolute: unchanged
+    assert runs.tracking_uri("file:///srv/mlruns", tmp_path) == "file:///srv/mlruns"
+    assert runs.tracking_uri("sqlite:////srv/m.db", tmp_path) == "sqlite:////srv/m.db"
+
+
+def test_a_file_store_is_opened_without_the_opt_in_variable(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = runs.tracking_uri("file:mlruns", tmp_path)
+    ids = runs.init_store(uri, ["t/table1-binary"], tmp_path / "artifacts")
+    with runs.job_run(uri, "t/table1-binary", "job", "J", {}) as run:
+        run.log_metrics([{"loss": 1.0}])
+    (experiment,) = [p for p in (tmp_path / "mlruns").iterdir() if p.name == ids["t/table1-binary"]]
+    assert len([p for p in experiment.iterdir() if p.is_dir()]) == 1  # the run's own folder
 
 
 def test_init_store_is_idempotent(store):

@@ -2,9 +2,11 @@ import hashlib
 import json
 import re
 import sqlite3
+import subprocess
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ import torch
 
 from avemotion import paper
 
-from .conftest import copy_archives, copy_project, project_with, small_config, snakemake
+from .conftest import ROOT, copy_archives, copy_project, project_with, small_config, snakemake
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -369,3 +371,24 @@ def test_download_rule_over_http_resumes_and_refuses_a_corrupt_archive(demo_run,
     assert "Video_Speech_Actor_03.zip" in log and md5["Video_Speech_Actor_03.zip"] in log
     assert sorted(p.name for p in downloads.iterdir() if "03" in p.name) == []  # no archive, part or record
     assert not (project / "results/clips/clips.csv").exists()
+
+
+def test_conda_environment_installs_this_checkout(tmp_path):
+    """Under --software-deployment-method conda every rule names envs/avemotion.yaml, and its post-deploy
+    script installs the project from the checkout it belongs to (wherever Snakemake copied the yaml)."""
+    rules = [path.read_text() for path in (ROOT / "workflow/rules").glob("*.smk")]
+    n_rules = sum(len(re.findall(r"^rule \w+:", text, re.MULTILINE)) for text in rules)
+    assert sum(text.count('conda:\n        "../../envs/avemotion.yaml"') for text in rules) == n_rules
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\necho "$@" > "$ARGS"\n')
+    (fake / "python").chmod(0o755)
+    subprocess.run(
+        ["bash", str(ROOT / "envs/avemotion.post-deploy.sh")],
+        cwd=tmp_path,
+        env={"PATH": f"{fake}:/usr/bin:/bin", "ARGS": str(tmp_path / "args")},
+        check=True,
+    )
+    args = (tmp_path / "args").read_text().split()
+    assert args[:3] == ["-m", "pip", "install"] and args[-2] == "-e"
+    assert (Path(args[-1]) / "pyproject.toml").is_file() and Path(args[-1]) == ROOT
