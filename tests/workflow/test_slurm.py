@@ -98,13 +98,20 @@ def slurm_run(cluster, demo_run, tmp_path_factory):
     config = small_config(archives_dir=str(archives), demo=None)
     config["experiments"] = SLICE
     project = project_with(folder / "project", config)
+    predicted = subprocess.run(
+        [str(BIN / "python"), str(ROOT / "tests/cluster/slurm_jobs.py")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[-1]
     result = slurm_snakemake(project)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    return project, local, config, result
+    return project, local, config, result, json.loads(predicted)
 
 
 def test_outputs_equal_the_local_runs(slurm_run):
-    project, local, config, _ = slurm_run
+    project, local, config, _, _ = slurm_run
     arrays = ["results/features/lms/features.npy"] + [
         f"results/features/wav2vec2_large/fold{fold}/features.npy" for fold in range(2)
     ]
@@ -130,8 +137,9 @@ def test_outputs_equal_the_local_runs(slurm_run):
 
 
 def test_gpu_rules_land_on_the_gpu_partition_and_groups_batch_the_small_jobs(slurm_run):
-    project, _, _, result = slurm_run
+    project, _, _, result, predicted = slurm_run
     jobs = slurm_jobs(project)
+    assert len(jobs) == predicted["total"]  # what tests/cluster/slurm_jobs.py counts from the DAG
     assert jobs and all(job["JobState"] == "COMPLETED" for job in jobs)
     by_rule = {}
     for job in jobs:
@@ -158,7 +166,7 @@ def test_gpu_rules_land_on_the_gpu_partition_and_groups_batch_the_small_jobs(slu
 
 
 def test_every_fold_job_is_one_finished_run_in_the_file_store(slurm_run):
-    project, local, config, _ = slurm_run
+    project, local, config, _, _ = slurm_run
     store = project / "results/mlflow/mlruns"
     assert store.is_dir() and not (project / "results/mlflow/mlflow.db").exists()
     os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"

@@ -3,6 +3,7 @@ import json
 import re
 import sqlite3
 import subprocess
+import sys
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -392,3 +393,29 @@ def test_conda_environment_installs_this_checkout(tmp_path):
     args = (tmp_path / "args").read_text().split()
     assert args[:3] == ["-m", "pip", "install"] and args[-2] == "-e"
     assert (Path(args[-1]) / "pyproject.toml").is_file() and Path(args[-1]) == ROOT
+
+
+def test_the_slurm_profile_turns_the_full_reproduction_into_92_slurm_jobs(tmp_path):
+    """Snakemake's own grouping (tests/cluster/slurm_jobs.py) of the 314-job DAG under the slurm profile."""
+    project = copy_project(tmp_path / "p")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/cluster/slurm_jobs.py")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = json.loads(result.stdout.splitlines()[-1])
+    assert counts["per_group_or_rule"] == {
+        "unpack": 1,  # 24 extract_clips
+        "build_clip_table": 1,
+        "actor": 4,  # 24 extract_audio + 24 (extract_openface -> crop_patches), 12 pieces per job
+        "features": 1,  # 5 extract_features
+        "finetune_binary": 20,
+        "finetune_multiclass": 20,
+        "extract_frozen": 20,
+        "train": 24,  # 25 train_binary + 95 train_multiclass, 5 per job
+        "aggregate": 1,  # build_tables, draw_figures, log_parent_runs
+    }
+    assert counts["total"] == 92
