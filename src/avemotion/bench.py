@@ -784,8 +784,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ASSUMED sustained GPU TFLOP/s for the FLOP-based GPU-hour projection",
     )
     p.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
+    t = sub.add_parser(
+        "timnet", help="TIM-Net training speed per feature shape: ours vs a plain loop, FLOPs, peak"
+    )
+    t.add_argument("--clips", type=int, default=1152, help="random clips per epoch (a fold's training set)")
+    t.add_argument("--epochs", type=int, default=2, help="timed epochs per loop (the fastest counts)")
+    t.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
+    t.add_argument(
+        "--shapes", nargs="+", default=None, metavar="FRAMESxDIMS", help="only these shapes, e.g. 88x24"
+    )
+    t.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
+    if args.command == "timnet":
+        return _timnet_main(args)
     return _backbones_main(args)
+
+
+def _timnet_main(args: argparse.Namespace) -> int:
+    from avemotion import bench_timnet
+
+    torch.set_num_threads(args.threads)
+    selected = None
+    if args.shapes:
+        try:
+            selected = [tuple(int(n) for n in s.lower().split("x")) for s in args.shapes]
+        except ValueError:
+            print(f"error: --shapes takes FRAMESxDIMS, e.g. 88x24; got {args.shapes}", file=sys.stderr)
+            return 2
+    peak, rows = bench_timnet.run(args.clips, args.epochs, selected)
+    info = machine_info(torch.device("cpu"))
+    table = bench_timnet.render(rows, peak)
+    header = (
+        f"# TIM-Net training speed (`python -m avemotion.bench timnet`)\n\n{info['cpu_model']}, "
+        f"{info['torch_threads']} torch threads, torch {info['torch']}, float32; {args.clips} random clips, "
+        f"batch {bench_timnet.BATCH}, {bench_timnet.CHANNELS} channels, {bench_timnet.CONVS} convs per block; "
+        f"seconds per epoch = the fastest of {args.epochs} after a warm-up epoch."
+    )
+    records = bench_timnet.as_records(rows)
+    atomic_write_text(
+        args.out_dir / "timnet.csv", pd.DataFrame(records).to_csv(index=False, float_format="%.6g")
+    )
+    atomic_write_text(args.out_dir / "timnet.md", f"{header}\n\n{table}\n")
+    payload = {"machine": info, "matmul_peak_gflops": peak, "clips": args.clips, "rows": records}
+    atomic_write_text(args.out_dir / "timnet.json", json.dumps(payload, indent=2) + "\n")
+    print(header, "", table, sep="\n")
+    print(f"wrote {args.out_dir}/timnet.{{csv,md,json}}")
+    return 0
 
 
 if __name__ == "__main__":

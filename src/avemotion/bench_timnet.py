@@ -1,0 +1,188 @@
+"""TIM-Net training speed on this machine: every figure from one run, so every ratio compares like with like.
+
+For each feature shape TIM-Net is trained on (frames x dims: the engineered features, and the frozen backbone
+features that multimodal fusion reads), on random float32 data of ``clips`` clips, batch 64, Table 3's TIM-Net
+(64 channels, 3 convolutions per block, 7 scales; 8 for 146 frames) with an 8-class head:
+
+- **ours**: one epoch of ``train.fit``, what every training job runs (Adam with its fused kernel, the project's
+  loss, the best-state bookkeeping), in seconds and samples/s;
+- **plain**: the textbook PyTorch loop over the same model class (index a shuffled batch, forward,
+  cross-entropy, backward, ``torch.optim.Adam()`` step), the reference every speed-up is a ratio to;
+- FLOPs per sample of forward + backward (``torch.utils.flop_counter``; convolutions and matmuls, element-wise
+  ops not counted), the GFLOP/s each loop achieves, and its share of the float32 matmul peak measured in the
+  same run (the best of a few 2048 x 2048 matmuls).
+
+CLI: ``python -m avemotion.bench timnet [--clips 1152] [--epochs 2] [--threads N] [--out-dir results/benchmarks]``
+writes ``timnet.csv``, ``timnet.md`` and ``timnet.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils import flop_counter
+
+from avemotion import registry, train
+from avemotion.config import TrainSpec
+from avemotion.models import TIMNetClassifier, TIMNetConfig
+
+BATCH, CHANNELS, CONVS = 64, 64, 3
+# The shapes of the 8-class and binary TIM-Nets: every engineered feature, and the frozen features of the
+# backbones that fusion reads (Wav2Vec2-L's 146 frames, the ResNets' central 88).
+FUSION_BACKBONES = ("wav2vec2_large", "face_resnet", "eyes_resnet", "mouth_resnet")
+MATMUL_N = 2048
+
+
+def shapes() -> list[tuple[int, int]]:
+    """(frames, dims) of every TIM-Net the study trains, in registry order, without repeats."""
+    found: list[tuple[int, int]] = []
+    for f in registry.FEATURES.values():
+        if not f.is_backbone:
+            shape = (f.frames, f.dims)
+        elif f.key in FUSION_BACKBONES:
+            shape = (f.frozen_frames, f.dims)
+        else:
+            continue
+        if shape not in found:
+            found.append(shape)
+    return found
+
+
+def scales_for(frames: int) -> int:
+    """Table 3: 7 scales on the 88-frame features, 8 on Wav2Vec2's 146 (the largest dilation stays < T)."""
+    return 8 if frames > 2**7 else 7
+
+
+def spec_for(frames: int, lr: float = 1e-3) -> TrainSpec:
+    return TrainSpec(
+        configuration="bench", task="multiclass", target="all", fold=0, test_actors=(1,),
+        learning_rate=lr, batch_size=BATCH, epochs=1, scales=scales_for(frames), channels=CHANNELS,
+        kernel_size=2, convs_per_block=CONVS, dropout=0.1, seed=0, device="cpu", beta1=0.93, beta2=0.98,
+        eps=1e-8, weight_decay=0.0, label_smoothing=0.1, standardize=True,
+    )  # fmt: skip
+
+
+def build(frames: int, dims: int, seed: int = 0) -> TIMNetClassifier:
+    torch.manual_seed(seed)
+    cfg = TIMNetConfig(dims, CHANNELS, scales_for(frames), 2, CONVS, 0.1)
+    return TIMNetClassifier(cfg, n_outputs=8)
+
+
+def plain_epoch(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """The reference loop: shuffle, then per batch index, forward, cross-entropy, backward, step."""
+    model.train()
+    order = torch.randperm(len(y))
+    total = 0.0
+    for start in range(0, len(y), BATCH):
+        batch = order[start : start + BATCH]
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[batch]), y[batch])
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(batch)
+    return total / len(y)
+
+
+def flops_per_sample(frames: int, dims: int) -> float:
+    """Forward + backward FLOPs of one sample (counted on one batch)."""
+    model = build(frames, dims)
+    x = torch.randn(BATCH, frames, dims)
+    with flop_counter.FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), torch.zeros(BATCH, dtype=torch.long)).backward()
+    return counter.get_total_flops() / BATCH
+
+
+def matmul_peak_gflops(n: int = MATMUL_N, repeats: int = 5) -> float:
+    """The best float32 GFLOP/s of an n x n matmul on this machine, at the current torch threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def best_seconds(fn: Callable[[], object], epochs: int) -> float:
+    """The fastest of ``epochs`` timed calls, after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@dataclass(frozen=True)
+class Row:
+    shape: str
+    frames: int
+    dims: int
+    scales: int
+    clips: int
+    plain_s_per_epoch: float
+    ours_s_per_epoch: float
+    speedup: float  # plain / ours
+    plain_samples_per_s: float
+    ours_samples_per_s: float
+    gflop_per_sample: float  # forward + backward
+    plain_gflops: float
+    ours_gflops: float
+    ours_share_of_peak: float
+
+
+def measure(frames: int, dims: int, clips: int, epochs: int, peak: float) -> Row:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(clips, frames, dims, generator=gen)
+    y = torch.randint(0, 8, (clips,), generator=gen)
+    spec = spec_for(frames)
+    plain_model = build(frames, dims)
+    plain_opt = torch.optim.Adam(plain_model.parameters(), lr=spec.learning_rate)
+    plain = best_seconds(lambda: plain_epoch(plain_model, plain_opt, x, y), epochs)
+    ours_model = build(frames, dims)
+    ours = best_seconds(lambda: train.fit(ours_model, x, y, spec, None), epochs)
+    flops = flops_per_sample(frames, dims)
+    return Row(
+        shape=f"{frames}x{dims}", frames=frames, dims=dims, scales=spec.scales, clips=clips,
+        plain_s_per_epoch=plain, ours_s_per_epoch=ours, speedup=plain / ours,
+        plain_samples_per_s=clips / plain, ours_samples_per_s=clips / ours,
+        gflop_per_sample=flops / 1e9, plain_gflops=flops * clips / plain / 1e9,
+        ours_gflops=flops * clips / ours / 1e9, ours_share_of_peak=flops * clips / ours / 1e9 / peak,
+    )  # fmt: skip
+
+
+def render(rows: Sequence[Row], peak: float) -> str:
+    lines = [
+        f"float32 matmul peak ({MATMUL_N}x{MATMUL_N}, this run): {peak:.1f} GFLOP/s",
+        "",
+        "| shape | scales | plain s/epoch | ours s/epoch | speed-up | ours samples/s | GFLOP/sample "
+        "| ours GFLOP/s | share of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.shape} | {r.scales} | {r.plain_s_per_epoch:.3f} | {r.ours_s_per_epoch:.3f} | "
+            f"{r.speedup:.2f}x | {r.ours_samples_per_s:.0f} | {r.gflop_per_sample:.4f} | "
+            f"{r.ours_gflops:.1f} | {100 * r.ours_share_of_peak:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def run(
+    clips: int, epochs: int, selected: Sequence[tuple[int, int]] | None = None
+) -> tuple[float, list[Row]]:
+    peak = matmul_peak_gflops()
+    rows = [measure(frames, dims, clips, epochs, peak) for frames, dims in (selected or shapes())]
+    return peak, rows
+
+
+def as_records(rows: Sequence[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]

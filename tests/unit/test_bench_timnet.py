@@ -1,0 +1,36 @@
+"""The TIM-Net speed benchmark: its shapes, its FLOP count (checked by hand), and a tiny run."""
+
+import torch
+
+from avemotion import bench_timnet
+
+
+def test_shapes_are_every_timnet_the_study_trains():
+    assert sorted(bench_timnet.shapes()) == sorted(
+        [(88, 24), (88, 780), (88, 179), (88, 35), (88, 6), (88, 512), (146, 1024)]
+    )
+    assert bench_timnet.scales_for(88) == 7 and bench_timnet.scales_for(146) == 8
+
+
+def test_flops_per_sample_match_a_hand_count():
+    t, f, c, scales, k = 88, 24, 64, 7, 2
+    proj = 2 * f * c * t  # 1x1 conv F -> C
+    causal = 2 * c * c * k * t  # one dilated conv, C -> C, kernel 2
+    stream = proj + scales * 3 * causal
+    weighting = 2 * scales * c  # the learned weighted sum over scales (an einsum: a matmul)
+    forward = 2 * stream + weighting + 2 * c * 8  # two streams, the scale weighting, the 8-class head
+    # Backward: gradients of inputs and weights (2x forward), except no input gradient into the data.
+    expected = 3 * forward - 2 * proj
+    assert round(forward / 1e6, 1) == 61.1  # MFLOP per sample, the anchor figure measured elsewhere
+    assert bench_timnet.flops_per_sample(t, f) == expected
+
+
+def test_a_tiny_run_reports_both_loops_and_their_ratio():
+    torch.set_num_threads(1)
+    peak, rows = bench_timnet.run(clips=16, epochs=1, selected=[(88, 6)])
+    (row,) = rows
+    assert peak > 0 and row.shape == "88x6" and row.clips == 16
+    assert abs(row.speedup - row.plain_s_per_epoch / row.ours_s_per_epoch) < 1e-12
+    assert abs(row.ours_samples_per_s - 16 / row.ours_s_per_epoch) < 1e-9
+    assert abs(row.ours_share_of_peak - row.ours_gflops / peak) < 1e-12
+    assert "| 88x6 | 7 |" in bench_timnet.render(rows, peak)
