@@ -54,6 +54,20 @@ def copy_archives(
     return dest
 
 
+def truncate(src: Path, dest: Path) -> None:
+    """A damaged copy: the first half of ``src``'s bytes."""
+    data = src.read_bytes()
+    dest.write_bytes(data[: len(data) // 2])
+
+
+def project_with_corrupt_archive(demo_project: Path, folder: Path) -> Path:
+    """A small project in ``folder`` reading the demo's archives, Actor 03's cut in half."""
+    archives = copy_archives(
+        demo_project / "results/demo/archives", folder / "archives", {"Video_Speech_Actor_03.zip": truncate}
+    )
+    return project_with(folder / "p", small_config(archives_dir=str(archives), demo=None))
+
+
 def small_config(**data_changes) -> dict:
     """The full config reduced to 4 actors in 2 folds, 8 clips per actor, a tiny TIM-Net, the LMS and Face KPD
     experiments plus two fine-tuned 8-class backbones (Eyes ResNet, Wav2Vec2-L: the demo's tiny random ones),

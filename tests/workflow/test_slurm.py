@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from avemotion import config as avcfg
 
-from .conftest import BIN, ROOT, copy_archives, project_with, small_config
+from .conftest import BIN, ROOT, copy_archives, project_with, project_with_corrupt_archive, small_config
 
 SCRIPT = ROOT / "tests" / "cluster" / "slurm.sh"
 # The slice's Table 2 cells: a speech feature, a fine-tuned backbone (GPU rules) and nothing that needs the face.
@@ -195,15 +195,7 @@ def test_every_fold_job_is_one_finished_run_in_the_file_store(slurm_run):
 
 def test_a_failing_slurm_job_fails_the_workflow_and_names_its_log(cluster, demo_run, tmp_path):
     local, _ = demo_run
-
-    def truncate(src, dest):
-        data = src.read_bytes()
-        dest.write_bytes(data[: len(data) // 2])
-
-    archives = copy_archives(
-        local / "results/demo/archives", tmp_path / "archives", {"Video_Speech_Actor_03.zip": truncate}
-    )
-    project = project_with(tmp_path / "p", small_config(archives_dir=str(archives), demo=None))
+    project = project_with_corrupt_archive(local, tmp_path)
     result = slurm_snakemake(project, "results/clips/clips.csv", timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode != 0

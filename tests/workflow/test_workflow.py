@@ -16,7 +16,15 @@ import torch
 
 from avemotion import paper
 
-from .conftest import ROOT, copy_archives, copy_project, project_with, small_config, snakemake
+from .conftest import (
+    ROOT,
+    copy_archives,
+    copy_project,
+    project_with,
+    project_with_corrupt_archive,
+    small_config,
+    snakemake,
+)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -261,15 +269,7 @@ def test_out_of_range_value_names_the_key(tmp_path):
 
 def test_corrupt_archive_fails_clearly_and_leaves_nothing(demo_run, tmp_path):
     demo_project, _ = demo_run
-
-    def truncate(src, dest):
-        data = src.read_bytes()
-        dest.write_bytes(data[: len(data) // 2])
-
-    archives = copy_archives(
-        demo_project / "results/demo/archives", tmp_path / "archives", {"Video_Speech_Actor_03.zip": truncate}
-    )
-    project = project_with(tmp_path / "p", small_config(archives_dir=str(archives), demo=None))
+    project = project_with_corrupt_archive(demo_project, tmp_path)
     result = snakemake(project, "--keep-going", "results/clips/clips.csv")
     assert result.returncode != 0
     log = (project / "logs/extract_clips/03.log").read_text()

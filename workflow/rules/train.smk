@@ -65,9 +65,12 @@ rule finetune_binary:
     conda:
         "../../envs/avemotion.yaml"
     threads: 1
+    # runtime: minutes on one GPU. The 8 models of the costliest job (Eyes ResNet) are projected at about
+    # 3 GPU-hours at an assumed 25 TFLOP/s (README, cost of the backbones); 24 h leaves room for slower cards
+    # and stays under common 48 h partition limits.
     resources:
         mem_mb=16000,
-        runtime=4800,
+        runtime=1440,
         gpu=1,
     params:
         specs=train_specs_json("binary"),
