@@ -313,6 +313,9 @@ class TrainSpec:
     # TIM-Net), and mixed precision on CUDA. None / False for TIM-Net on a precomputed feature array.
     backbone: dict | None = None
     mixed_precision: bool = False
+    # One-vs-rest TIM-Net jobs only: train a fold's targets as one stacked model (avemotion.stacked) on
+    # "auto" (CUDA), "always" or "never" (config training.stack_targets).
+    stack_targets: str = "never"
     # Multimodal fusion only (avemotion.models.FusionClassifier): one TIM-Net per branch, as dicts of feature,
     # frames, scales and channels (config.fusion_branches), and the 3-layer perceptron's two hidden widths and
     # dropout (config model.fusion). Empty for a single feature.
@@ -386,6 +389,7 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
         standardize=bool(train["standardize"]) and (fused or not feature.is_backbone),
         backbone=dict(config["backbones"][feature.backbone]) if feature.is_backbone and not fused else None,
         mixed_precision=bool(train["mixed_precision"]) and feature.is_backbone and not fused,
+        stack_targets=train["stack_targets"] if task == "binary" and not feature.is_backbone else "never",
         branches=branches,
         fusion_hidden=tuple(model["fusion"]["hidden"]) if fused else (),
         fusion_dropout=float(model["fusion"]["dropout"]) if fused else 0.0,

@@ -83,27 +83,53 @@ class CausalConv1d(nn.Conv1d):
     """Conv1d that sees only the present and the past: (k-1)*d zeros on the left, none on the right
     (Keras ``padding='causal'``), so output step t depends on inputs t - (k-1)*d ... t."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, groups: int = 1
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation, groups=groups)
         self.left_pad = (kernel_size - 1) * dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.pad(x, (self.left_pad, 0)))  # (B, C, T) -> (B, C', T)
 
 
-class TemporalAwareBlock(nn.Module):
-    """L x (causal dilated conv -> BatchNorm -> ReLU -> spatial dropout), then out = x * sigmoid(h)."""
+class SharedDropout1d(nn.Module):
+    """Spatial dropout of ``models`` stacked models, (B, K*C, T): one channel mask (B, C, 1) drawn exactly as
+    ``nn.Dropout1d`` on (B, C, T) draws it, applied to every model. K models that each alone would have drawn
+    the same mask (same seed, same batches: the one-vs-rest models of a fold) get that very mask here."""
 
-    def __init__(self, cfg: TIMNetConfig, dilation: int) -> None:
+    def __init__(self, p: float, models: int) -> None:
         super().__init__()
-        c = cfg.channels
+        self.p, self.models = p, models
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return h
+        b, kc, t = h.shape
+        # ATen's feature dropout: noise = empty(B, C, 1).bernoulli_(1 - p) / (1 - p); the same draw.
+        noise = h.new_empty(b, kc // self.models, 1).bernoulli_(1 - self.p).div_(1 - self.p)
+        return (h.view(b, self.models, -1, t) * noise.unsqueeze(1)).view(b, kc, t)
+
+
+class TemporalAwareBlock(nn.Module):
+    """L x (causal dilated conv -> BatchNorm -> ReLU -> spatial dropout), then out = x * sigmoid(h).
+
+    ``models`` > 1 stacks that many independent blocks along the channels, (B, K*C, T): grouped convolutions
+    (one group per model), per-channel BatchNorm (per model by construction) and one shared dropout mask
+    (``SharedDropout1d``); ``avemotion.stacked`` trains the one-vs-rest models of a fold this way.
+    """
+
+    def __init__(self, cfg: TIMNetConfig, dilation: int, models: int = 1) -> None:
+        super().__init__()
+        c = cfg.channels * models
         self.convs = nn.ModuleList(
-            CausalConv1d(c, c, cfg.kernel_size, dilation) for _ in range(cfg.convs_per_block)
+            CausalConv1d(c, c, cfg.kernel_size, dilation, groups=models) for _ in range(cfg.convs_per_block)
         )
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(c, eps=BN_EPS, momentum=BN_MOMENTUM) for _ in range(cfg.convs_per_block)
         )
-        self.dropout = nn.Dropout1d(cfg.dropout)  # zeros whole channels of (B, C, T), like SpatialDropout1D
+        # Dropout1d zeros whole channels of (B, C, T), like SpatialDropout1D.
+        self.dropout = nn.Dropout1d(cfg.dropout) if models == 1 else SharedDropout1d(cfg.dropout, models)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x  # (B, C, T)
@@ -115,12 +141,15 @@ class TemporalAwareBlock(nn.Module):
 
 
 class Stream(nn.Module):
-    """One direction of TIM-Net: a 1x1 conv F -> C, then the chain of blocks with growing dilation."""
+    """One direction of TIM-Net: a 1x1 conv F -> C, then the chain of blocks with growing dilation.
 
-    def __init__(self, cfg: TIMNetConfig) -> None:
+    With ``models`` > 1, K models that read the same input: the 1x1 conv is F -> K*C (the K projections'
+    weights concatenated, one wide matmul), then stacked blocks (``TemporalAwareBlock``)."""
+
+    def __init__(self, cfg: TIMNetConfig, models: int = 1) -> None:
         super().__init__()
-        self.proj = nn.Conv1d(cfg.in_features, cfg.channels, kernel_size=1)
-        self.blocks = nn.ModuleList(TemporalAwareBlock(cfg, d) for d in cfg.dilations)
+        self.proj = nn.Conv1d(cfg.in_features, cfg.channels * models, kernel_size=1)
+        self.blocks = nn.ModuleList(TemporalAwareBlock(cfg, d, models) for d in cfg.dilations)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h = self.proj(x)  # (B, F, T) -> (B, C, T)

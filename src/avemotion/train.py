@@ -237,6 +237,51 @@ def timnet_config(spec: TrainSpec, in_features: int, branch: dict | None = None)
     )
 
 
+def start_job(spec: TrainSpec, threads: int) -> torch.device:
+    """Seed every generator a job draws from and pick its device; the first thing a training job does."""
+    torch.manual_seed(spec.seed)
+    # Wav2Vec2 draws its SpecAugment masks and LayerDrop from NumPy's global generator (transformers'
+    # _compute_mask_indices, the encoder's layerdrop): without this a fine-tuning differs from run to run.
+    np.random.seed(spec.seed)
+    device = pick_device(spec.device)
+    if device.type == "cpu":
+        # The CPU kernels TIM-Net uses are deterministic (tests rerun jobs and compare). No
+        # torch.use_deterministic_algorithms: it imports torch._inductor, 1.2 s of every job's start.
+        torch.set_num_threads(threads)
+    return device
+
+
+def fold_mask(table: pd.DataFrame, spec: TrainSpec) -> np.ndarray:
+    """True for the clips of the fold's test actors; an error when train or test would be empty."""
+    test_mask = table["actor"].isin(spec.test_actors).to_numpy()
+    if not test_mask.any() or test_mask.all():
+        raise TrainingError(
+            f"fold {spec.fold}: test actors {spec.test_actors} leave an empty train or test set"
+        )
+    return test_mask
+
+
+def feature_inputs(
+    spec: TrainSpec, arrays: list[np.ndarray], test_mask: np.ndarray, device: torch.device
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list | None, list | None, list[TIMNetConfig]]:
+    """Train and test tensors of feature arrays (one per fusion branch), standardised with the training
+    clips' statistics when ``spec.standardize``; the statistics (None without); each branch's TIM-Net."""
+    x_train, x_test = [a[~test_mask] for a in arrays], [a[test_mask] for a in arrays]
+    stats = [standardizer(a) for a in x_train] if spec.standardize else [(None, None)] * len(arrays)
+    if spec.standardize:
+        x_train = [(a - m) / sd for a, (m, sd) in zip(x_train, stats, strict=True)]
+        x_test = [(a - m) / sd for a, (m, sd) in zip(x_test, stats, strict=True)]
+    cfgs = [
+        timnet_config(spec, a.shape[2], branch)
+        for a, branch in zip(arrays, spec.branches or [None], strict=True)
+    ]
+    xt = [torch.as_tensor(np.ascontiguousarray(a), device=device) for a in x_train]
+    x_eval = [torch.as_tensor(np.ascontiguousarray(a), device=device) for a in x_test]
+    mean = [torch.from_numpy(m) for m, _ in stats] if spec.standardize else None
+    std = [torch.from_numpy(sd) for _, sd in stats] if spec.standardize else None
+    return xt, x_eval, mean, std, cfgs
+
+
 def train_job(
     spec: TrainSpec,
     table: pd.DataFrame,
@@ -253,23 +298,10 @@ def train_job(
     With one (``avemotion.finetune``), ``features`` holds the backbone's raw inputs (patches or audio, kept
     on the CPU and moved to the device per batch) and the backbone is fine-tuned end to end under TIM-Net.
     """
-    torch.manual_seed(spec.seed)
-    # Wav2Vec2 draws its SpecAugment masks and LayerDrop from NumPy's global generator (transformers'
-    # _compute_mask_indices, the encoder's layerdrop): without this a fine-tuning differs from run to run.
-    np.random.seed(spec.seed)
-    device = pick_device(spec.device)
-    if device.type == "cpu":
-        # The CPU kernels TIM-Net uses are deterministic (tests rerun jobs and compare). No
-        # torch.use_deterministic_algorithms: it imports torch._inductor, 1.2 s of every job's start.
-        torch.set_num_threads(threads)
-    test_mask = table["actor"].isin(spec.test_actors).to_numpy()
-    if not test_mask.any() or test_mask.all():
-        raise TrainingError(
-            f"fold {spec.fold}: test actors {spec.test_actors} leave an empty train or test set"
-        )
+    device = start_job(spec, threads)
+    test_mask = fold_mask(table, spec)
     y_all = targets(table, spec.task, spec.target)
-    n_classes = 2 if spec.task == "binary" else len(paper.CLASSES)
-    n_outputs = 1 if spec.task == "binary" else n_classes
+    n_outputs = 1 if spec.task == "binary" else len(paper.CLASSES)
     weights = None
     if spec.task == "binary":
         weights = torch.as_tensor(balanced_weights(y_all[~test_mask], 2), device=device)
@@ -280,19 +312,7 @@ def train_job(
             raise TrainingError(
                 f"{spec.configuration}: {len(spec.branches)} branches but {len(arrays)} inputs"
             )
-        x_train, x_test = [a[~test_mask] for a in arrays], [a[test_mask] for a in arrays]
-        stats = [standardizer(a) for a in x_train] if spec.standardize else [(None, None)] * len(arrays)
-        if spec.standardize:
-            x_train = [(a - m) / sd for a, (m, sd) in zip(x_train, stats, strict=True)]
-            x_test = [(a - m) / sd for a, (m, sd) in zip(x_test, stats, strict=True)]
-        cfgs = [
-            timnet_config(spec, a.shape[2], branch)
-            for a, branch in zip(arrays, spec.branches or [None], strict=True)
-        ]
-        xt = [torch.as_tensor(np.ascontiguousarray(a), device=device) for a in x_train]
-        x_eval = [torch.as_tensor(np.ascontiguousarray(a), device=device) for a in x_test]
-        mean = [torch.from_numpy(m) for m, _ in stats] if spec.standardize else None
-        std = [torch.from_numpy(sd) for _, sd in stats] if spec.standardize else None
+        xt, x_eval, mean, std, cfgs = feature_inputs(spec, arrays, test_mask, device)
         if spec.branches:
             model = FusionClassifier(cfgs, spec.fusion_hidden, n_outputs, spec.fusion_dropout).to(device)
             model_config = {
@@ -316,9 +336,33 @@ def train_job(
     yt = torch.as_tensor(y_all[~test_mask], device=device)
     history, best_state, best_epoch = fit(model, xt, yt, spec, weights)
     model.load_state_dict(best_state)
+    return evaluate(
+        spec, table, test_mask, model, history, best_state, best_epoch, x_eval, eval_batch,
+        {"model_config": model_config, "mean": mean, "std": std,
+         "backbone": None if backbone is None else backbone.architecture()},
+    )  # fmt: skip
+
+
+def evaluate(
+    spec: TrainSpec,
+    table: pd.DataFrame,
+    test_mask: np.ndarray,
+    model: torch.nn.Module,
+    history: list[dict],
+    best_state: dict,
+    best_epoch: int,
+    x_eval: Inputs,
+    eval_batch: int,
+    rebuild: dict,
+    stacked_models: int = 1,
+) -> dict:
+    """Evaluate a trained job's model (holding its best state) on the fold's test clips; everything the
+    output files and MLflow need. ``rebuild``: the checkpoint's model_config, mean, std and backbone;
+    ``stacked_models``: how many models trained together with it (``avemotion.stacked``), 1 alone."""
     probs = probabilities(model, x_eval, spec.task, eval_batch, spec.mixed_precision)
-    y_test = y_all[test_mask]
+    y_test = targets(table, spec.task, spec.target)[test_mask]
     y_pred = probs.argmax(axis=1)
+    n_classes = 2 if spec.task == "binary" else len(paper.CLASSES)
     cm = confusion_matrix(y_test, y_pred, n_classes)
     metrics = {
         "accuracy": accuracy(cm),
@@ -327,7 +371,8 @@ def train_job(
         "best_train_loss": history[best_epoch - 1]["train_loss"],
         "n_train": int((~test_mask).sum()),
         "n_test": int(test_mask.sum()),
-        "device": device.type,
+        "device": next(model.parameters()).device.type,
+        "stacked_models": stacked_models,
     }
     class_names = ["rest", spec.target] if spec.task == "binary" else list(paper.CLASSES)
     test = table[test_mask]
@@ -338,14 +383,14 @@ def train_job(
         predictions[f"p_{name}"] = probs[:, i]
     checkpoint = {
         "state_dict": {k: v.cpu() for k, v in best_state.items()},
-        "model_config": model_config,
-        "n_outputs": n_outputs,
+        "model_config": rebuild["model_config"],
+        "n_outputs": 1 if spec.task == "binary" else n_classes,
         # How to rebuild the backbone's architecture before loading state_dict (avemotion.finetune).
-        "backbone": None if backbone is None else backbone.architecture(),
+        "backbone": rebuild["backbone"],
         "spec": asdict(spec),
         # Training-fold standardisation: one tensor (a list of them for fusion, per branch), or None.
-        "mean": mean,
-        "std": std,
+        "mean": rebuild["mean"],
+        "std": rebuild["std"],
         "classes": class_names,
     }
     return {
@@ -413,78 +458,94 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment-prefix", default="avemotion")
 
 
-def run_jobs(args: argparse.Namespace, train: Callable[[TrainSpec, pd.DataFrame], dict]) -> int:
+def run_jobs(
+    args: argparse.Namespace,
+    train: Callable[[TrainSpec, pd.DataFrame], dict],
+    train_stacked: Callable[[list[TrainSpec], pd.DataFrame], list[dict]] | None = None,
+) -> int:
     """The fold jobs of ``args.spec``, one after the other: each ``train(spec, clip table)`` inside its own
     MLflow run, its outputs written to its ``--out`` folder, one summary line. Errors the user can act on
     print ``error: ...`` and return 1 at the first failing job (Snakemake then removes the outputs of all of
-    them: a rerun trains the whole group again)."""
+    them: a rerun trains the whole group again).
+
+    With ``train_stacked``, one-vs-rest specs that ``avemotion.stacked.use_stack`` accepts train together:
+    every job's MLflow run is open while the stack trains, then each job's outputs are written and logged."""
+    from avemotion import stacked
+
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     if len(args.spec) != len(args.out):
         print(f"error: {len(args.spec)} --spec values but {len(args.out)} --out folders", file=sys.stderr)
         return 1
     table = pd.read_csv(args.clips)
     data_sha256 = json.loads(args.manifest.read_text())["sha256"] if args.tracking_uri else None
-    for text, out in zip(args.spec, args.out, strict=True):
-        spec = TrainSpec.from_json(text)
+    specs = [TrainSpec.from_json(text) for text in args.spec]
+    groups = [[(s, o)] for s, o in zip(specs, args.out, strict=True)]
+    if train_stacked is not None and stacked.use_stack(specs):
+        groups = [list(zip(specs, args.out, strict=True))]
+    for group in groups:
         try:
-            run_name, m = _run_job(args, spec, table, out, data_sha256, train)
+            with contextlib.ExitStack() as stack:
+                tracked = [stack.enter_context(_job_run(args, s, data_sha256, len(group))) for s, _ in group]
+                if len(group) == 1:
+                    results = [train(group[0][0], table)]
+                else:
+                    results = train_stacked([s for s, _ in group], table)
+                for (spec, out), run, result in zip(group, tracked, results, strict=True):
+                    _finish_job(spec, out, run, result)
         except (TrainingError, runs.TrackingError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(
-            f"{run_name}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
-            f"best epoch {m['best_epoch']}",
-            flush=True,
-        )
     return 0
 
 
-def _run_job(
-    args: argparse.Namespace,
-    spec: TrainSpec,
-    table: pd.DataFrame,
-    out: Path,
-    data_sha256: str | None,
-    train: Callable[[TrainSpec, pd.DataFrame], dict],
-) -> tuple[str, dict]:
-    """One fold job inside its MLflow run (when tracked); returns its run name and metrics."""
+@contextlib.contextmanager
+def _job_run(args: argparse.Namespace, spec: TrainSpec, data_sha256: str | None, stacked_models: int):
+    """The job's MLflow run with its parameters logged (None when not tracked)."""
+    if not args.tracking_uri:
+        yield None
+        return
     job_key, run_name = run_label(spec)
-    tracked = (
-        runs.job_run(
-            args.tracking_uri,
-            runs.experiment_name(args.experiment_prefix, spec.task),
-            job_key,
-            run_name,
+    tags = {
+        "table": str(table_number(spec.task)),
+        "configuration": spec.configuration,
+        "task": spec.task,
+        "target": spec.target,
+        "fold": str(spec.fold),
+    }
+    experiment = runs.experiment_name(args.experiment_prefix, spec.task)
+    with runs.job_run(args.tracking_uri, experiment, job_key, run_name, tags) as run:
+        params = {
+            k: json.dumps(v) if isinstance(v, tuple) and v and isinstance(v[0], dict) else v
+            for k, v in asdict(spec).items()
+            if k != "backbone"
+        }
+        for k, v in (spec.backbone or {}).items():
+            params[f"backbone.{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
+        run.log_params(
             {
-                "table": str(table_number(spec.task)),
-                "configuration": spec.configuration,
-                "task": spec.task,
-                "target": spec.target,
-                "fold": str(spec.fold),
-            },
-        )
-        if args.tracking_uri
-        else None
-    )
-    with tracked or contextlib.nullcontext() as run:
-        if run is not None:
-            params = {
-                k: json.dumps(v) if isinstance(v, tuple) and v and isinstance(v[0], dict) else v
-                for k, v in asdict(spec).items()
-                if k != "backbone"
+                **params,
+                "stacked_models": stacked_models,
+                "git_commit": runs.git_commit(Path.cwd()),
+                "data_sha256": data_sha256,
             }
-            for k, v in (spec.backbone or {}).items():
-                params[f"backbone.{k}"] = json.dumps(v) if isinstance(v, dict | list) else v
-            run.log_params({**params, "git_commit": runs.git_commit(Path.cwd()), "data_sha256": data_sha256})
-        result = train(spec, table)
-        paths = write_outputs(result, spec, out)
-        if run is not None:
-            run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
-            m = result["metrics"]
-            summary = {k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}
-            run.log_metrics([{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], **summary}])
-            run.log_artifacts(paths)
-    return run_name, result["metrics"]
+        )
+        yield run
+
+
+def _finish_job(spec: TrainSpec, out: Path, run: runs.JobRun | None, result: dict) -> None:
+    """Write a trained job's files, log its metrics and files to its run, print its summary line."""
+    paths = write_outputs(result, spec, out)
+    m = result["metrics"]
+    if run is not None:
+        run.log_metrics(result["history"].to_dict("records"), step_key="epoch")
+        summary = {k: m[k] for k in ("best_epoch", "best_train_loss", "n_train", "n_test")}
+        run.log_metrics([{"test_accuracy": m["accuracy"], "test_macro_f1": m["macro_f1"], **summary}])
+        run.log_artifacts(paths)
+    print(
+        f"{run_label(spec)[1]}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, "
+        f"best epoch {m['best_epoch']}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -498,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded: list[np.ndarray] = []  # the features, read once for all the process's jobs
 
-    def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
+    def inputs(spec: TrainSpec, table: pd.DataFrame) -> list[np.ndarray]:
         if len(args.features) != len(args.index) or len(args.features) != max(len(spec.branches), 1):
             raise TrainingError(
                 f"{spec.configuration}: {len(args.features)} --features and {len(args.index)} --index for "
@@ -506,9 +567,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         if not loaded:
             loaded.extend(load_features(f, i, table) for f, i in zip(args.features, args.index, strict=True))
-        return train_job(spec, table, loaded if spec.branches else loaded[0], args.threads)
+        return loaded
 
-    return run_jobs(args, train)
+    def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
+        arrays = inputs(spec, table)
+        return train_job(spec, table, arrays if spec.branches else arrays[0], args.threads)
+
+    def train_stacked(specs: list[TrainSpec], table: pd.DataFrame) -> list[dict]:
+        from avemotion import stacked
+
+        return stacked.train_jobs(specs, table, inputs(specs[0], table)[0], args.threads)
+
+    return run_jobs(args, train, train_stacked)
 
 
 if __name__ == "__main__":
