@@ -793,26 +793,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     t.add_argument(
         "--shapes", nargs="+", default=None, metavar="FRAMESxDIMS", help="only these shapes, e.g. 88x24"
     )
+    t.add_argument(
+        "--stack-models",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="K",
+        help="stacked one-vs-rest models to compare (default 1 8 on CPU, 1 8 40 on CUDA; none: skip)",
+    )
+    t.add_argument("--stack-shape", default="88x24", metavar="FRAMESxDIMS", help="shape of the stack runs")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="of the stack runs")
     t.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
+    u = sub.add_parser("startup", help="per-job start-up (imports, MLflow) and its total over a workflow run")
+    u.add_argument(
+        "--workflow-profile",
+        type=Path,
+        default=None,
+        help="whose config overlay to count jobs with (the demo's)",
+    )
+    u.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (the best counts)")
+    u.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
     if args.command == "timnet":
         return _timnet_main(args)
+    if args.command == "startup":
+        return _startup_main(args)
     return _backbones_main(args)
+
+
+def _shape(text: str) -> tuple[int, int]:
+    frames, dims = (int(n) for n in text.lower().split("x"))
+    return frames, dims
 
 
 def _timnet_main(args: argparse.Namespace) -> int:
     from avemotion import bench_timnet
 
     torch.set_num_threads(args.threads)
-    selected = None
-    if args.shapes:
-        try:
-            selected = [tuple(int(n) for n in s.lower().split("x")) for s in args.shapes]
-        except ValueError:
-            print(f"error: --shapes takes FRAMESxDIMS, e.g. 88x24; got {args.shapes}", file=sys.stderr)
-            return 2
+    try:
+        selected = [_shape(s) for s in args.shapes] if args.shapes else None
+        stack_shape = _shape(args.stack_shape)
+    except ValueError:
+        print("error: --shapes and --stack-shape take FRAMESxDIMS, e.g. 88x24", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: no CUDA device is available here; use auto or cpu", file=sys.stderr)
+        return 2
+    device = train.pick_device(args.device)
+    ks = args.stack_models if args.stack_models is not None else bench_timnet.stack_models_default(device)
     peak, rows = bench_timnet.run(args.clips, args.epochs, selected)
-    info = machine_info(torch.device("cpu"))
+    stack_rows = bench_timnet.measure_stack(*stack_shape, args.clips, args.epochs, ks, device) if ks else []
+    info = machine_info(device)
     table = bench_timnet.render(rows, peak)
     header = (
         f"# TIM-Net training speed (`python -m avemotion.bench timnet`)\n\n{info['cpu_model']}, "
@@ -820,15 +851,54 @@ def _timnet_main(args: argparse.Namespace) -> int:
         f"batch {bench_timnet.BATCH}, {bench_timnet.CHANNELS} channels, {bench_timnet.CONVS} convs per block; "
         f"seconds per epoch = the fastest of {args.epochs} after a warm-up epoch."
     )
+    sections = [header, table]
+    if stack_rows:
+        sections += [
+            f"## Stacked one-vs-rest models (`avemotion.stacked`) on {info['device']}",
+            bench_timnet.render_stack(stack_rows),
+        ]
     records = bench_timnet.as_records(rows)
+    stack_records = [dataclasses.asdict(r) for r in stack_rows]
     atomic_write_text(
         args.out_dir / "timnet.csv", pd.DataFrame(records).to_csv(index=False, float_format="%.6g")
     )
-    atomic_write_text(args.out_dir / "timnet.md", f"{header}\n\n{table}\n")
-    payload = {"machine": info, "matmul_peak_gflops": peak, "clips": args.clips, "rows": records}
+    atomic_write_text(
+        args.out_dir / "timnet_stacked.csv",
+        pd.DataFrame(stack_records).to_csv(index=False, float_format="%.6g"),
+    )
+    atomic_write_text(args.out_dir / "timnet.md", "\n\n".join(sections) + "\n")
+    payload = {
+        "machine": info,
+        "matmul_peak_gflops": peak,
+        "clips": args.clips,
+        "rows": records,
+        "stacked": stack_records,
+    }
     atomic_write_text(args.out_dir / "timnet.json", json.dumps(payload, indent=2) + "\n")
+    print(*sections, sep="\n\n")
+    print(f"wrote {args.out_dir}/timnet.{{csv,md,json}}, timnet_stacked.csv")
+    return 0
+
+
+def _startup_main(args: argparse.Namespace) -> int:
+    from avemotion import bench_startup
+
+    result = bench_startup.measure(Path.cwd(), args.workflow_profile, args.repeats)
+    info = machine_info(torch.device("cpu"))
+    which = (
+        f"profile {args.workflow_profile}" if args.workflow_profile else "the full reproduction (config.yaml)"
+    )
+    header = (
+        f"# Per-job start-up (`python -m avemotion.bench startup`)\n\n{info['cpu_model']}, torch {info['torch']}; "
+        f"jobs of {which}; each time the best of {args.repeats} fresh processes."
+    )
+    table = bench_startup.render(result)
+    stem = "startup_demo" if args.workflow_profile else "startup"
+    atomic_write_text(args.out_dir / f"{stem}.csv", pd.DataFrame(result["rows"]).to_csv(index=False))
+    atomic_write_text(args.out_dir / f"{stem}.md", f"{header}\n\n{table}\n")
+    atomic_write_text(args.out_dir / f"{stem}.json", json.dumps({"machine": info, **result}, indent=2) + "\n")
     print(header, "", table, sep="\n")
-    print(f"wrote {args.out_dir}/timnet.{{csv,md,json}}")
+    print(f"wrote {args.out_dir}/{stem}.{{csv,md,json}}")
     return 0
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +56,11 @@ def scales_for(frames: int) -> int:
     return 8 if frames > 2**7 else 7
 
 
-def spec_for(frames: int, lr: float = 1e-3) -> TrainSpec:
+def spec_for(frames: int, device: str = "cpu", lr: float = 1e-3) -> TrainSpec:
     return TrainSpec(
         configuration="bench", task="multiclass", target="all", fold=0, test_actors=(1,),
         learning_rate=lr, batch_size=BATCH, epochs=1, scales=scales_for(frames), channels=CHANNELS,
-        kernel_size=2, convs_per_block=CONVS, dropout=0.1, seed=0, device="cpu", beta1=0.93, beta2=0.98,
+        kernel_size=2, convs_per_block=CONVS, dropout=0.1, seed=0, device=device, beta1=0.93, beta2=0.98,
         eps=1e-8, weight_decay=0.0, label_smoothing=0.1, standardize=True,
     )  # fmt: skip
 
@@ -186,3 +186,81 @@ def run(
 
 def as_records(rows: Sequence[Row]) -> list[dict]:
     return [asdict(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------- stacked models
+
+
+@dataclass(frozen=True)
+class StackRow:
+    shape: str
+    device: str
+    models: int  # K: 1 = one model at a time (train.fit), else one stacked model (avemotion.stacked)
+    clips: int
+    s_per_epoch: float  # one epoch of all K models
+    model_samples_per_s: float  # K * clips / s_per_epoch
+    speedup: float  # model-samples/s against K = 1
+    peak_memory_mb: float  # CUDA: the most allocated during the epoch; NaN on CPU
+
+
+def stack_models_default(device: torch.device) -> tuple[int, ...]:
+    """K = 1 and 8 (a fold's one-vs-rest models); on CUDA also 40 (every fold's)."""
+    return (1, 8, 40) if device.type == "cuda" else (1, 8)
+
+
+def measure_stack(
+    frames: int, dims: int, clips: int, epochs: int, ks: Sequence[int], device: torch.device
+) -> list[StackRow]:
+    """One epoch of K binary TIM-Nets on random data: K = 1 through ``train.fit``, K > 1 through
+    ``stacked.fit``; model-samples/s and the ratio to K = 1."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(clips, frames, dims, generator=gen).to(device)
+    rows = []
+    for k in ks:
+        ys = torch.randint(0, 2, (k, clips), generator=gen).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = best_seconds(_stack_epoch(x, ys, device), epochs)
+        memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+        rows.append(
+            StackRow(f"{frames}x{dims}", device.type, k, clips, seconds, k * clips / seconds, 0.0, memory)
+        )
+    base = rows[0].model_samples_per_s if rows and rows[0].models == 1 else float("nan")
+    return [replace(r, speedup=r.model_samples_per_s / base) for r in rows]
+
+
+def _stack_epoch(x: torch.Tensor, ys: torch.Tensor, device: torch.device) -> Callable[[], None]:
+    """A call that trains one epoch of len(ys) fresh binary TIM-Nets on ``x``: alone or stacked."""
+    from avemotion import stacked
+
+    k, (_, frames, dims) = len(ys), x.shape
+    spec = replace(spec_for(frames, device.type), task="binary", target="angry")
+    cfg = TIMNetConfig(dims, CHANNELS, scales_for(frames), 2, CONVS, 0.1)
+    weights = torch.ones(k, 2, device=device)
+    torch.manual_seed(0)
+    models = [TIMNetClassifier(cfg, 1).to(device) for _ in range(k)]
+    model = stacked.StackedTIMNetClassifier.from_models(models).to(device) if k > 1 else None
+
+    def epoch() -> None:
+        if model is None:
+            train.fit(models[0], x, ys[0], spec, weights[0])
+        else:
+            stacked.fit(model, x, ys, spec, weights, ["angry"] * k)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return epoch
+
+
+def render_stack(rows: Sequence[StackRow]) -> str:
+    lines = [
+        "| shape | device | models K | s/epoch (all K) | model-samples/s | vs K = 1 | peak memory |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        memory = "–" if r.peak_memory_mb != r.peak_memory_mb else f"{r.peak_memory_mb:.0f} MB"
+        lines.append(
+            f"| {r.shape} | {r.device} | {r.models} | {r.s_per_epoch:.3f} | {r.model_samples_per_s:.0f} | "
+            f"{r.speedup:.2f}x | {memory} |"
+        )
+    return "\n".join(lines)

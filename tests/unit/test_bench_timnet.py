@@ -34,3 +34,12 @@ def test_a_tiny_run_reports_both_loops_and_their_ratio():
     assert abs(row.ours_samples_per_s - 16 / row.ours_s_per_epoch) < 1e-9
     assert abs(row.ours_share_of_peak - row.ours_gflops / peak) < 1e-12
     assert "| 88x6 | 7 |" in bench_timnet.render(rows, peak)
+
+
+def test_stacked_rows_compare_model_samples_per_second_with_one_model():
+    torch.set_num_threads(1)
+    rows = bench_timnet.measure_stack(88, 6, clips=16, epochs=1, ks=(1, 3), device=torch.device("cpu"))
+    assert [r.models for r in rows] == [1, 3] and rows[0].speedup == 1.0
+    assert abs(rows[1].model_samples_per_s - 3 * 16 / rows[1].s_per_epoch) < 1e-9
+    assert abs(rows[1].speedup - rows[1].model_samples_per_s / rows[0].model_samples_per_s) < 1e-12
+    assert "| 88x6 | cpu | 3 |" in bench_timnet.render_stack(rows)
