@@ -10,7 +10,9 @@ features that multimodal fusion reads), on random float32 data of ``clips`` clip
   cross-entropy, backward, ``torch.optim.Adam()`` step), the reference every speed-up is a ratio to;
 - FLOPs per sample of forward + backward (``torch.utils.flop_counter``; convolutions and matmuls, element-wise
   ops not counted), the GFLOP/s each loop achieves, and its share of the float32 matmul peak measured in the
-  same run (the best of a few 2048 x 2048 matmuls).
+  same run (the best of a few 2048 x 2048 matmuls);
+- a measured floor: the step's matmuls alone, each at its real (narrow) shape, summed over an epoch;
+- stacked one-vs-rest models (``avemotion.stacked``): model-samples/s of K models at once against one.
 
 CLI: ``python -m avemotion.bench timnet [--clips 1152] [--epochs 2] [--threads N] [--out-dir results/benchmarks]``
 writes ``timnet.csv``, ``timnet.md`` and ``timnet.json``.
@@ -18,6 +20,7 @@ writes ``timnet.csv``, ``timnet.md`` and ``timnet.json``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -110,6 +113,41 @@ def matmul_peak_gflops(n: int = MATMUL_N, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def step_gemms(frames: int, dims: int) -> list[tuple[tuple[int, int, int], int]]:
+    """The matmuls of one training step of a batch, as ((m, n, p), times): an (m x n) @ (n x p) product.
+
+    Every TIM-Net convolution is a GEMM over the batch's B*T time steps (kernel 2: the two taps side by side,
+    2C inputs). Per stream: the 1x1 input conv (forward and weight gradient; the data needs no gradient) and
+    S*L dilated convs (forward, input gradient, weight gradient). The head and scale weighting are left out
+    (under 0.1 % of the FLOPs).
+    """
+    rows, c, k, convs = BATCH * frames, CHANNELS, 2, 2 * scales_for(frames) * CONVS
+    return [
+        ((rows, dims, c), 2),  # input 1x1 conv forward, two streams
+        ((dims, rows, c), 2),  # its weight gradient
+        ((rows, k * c, c), convs),  # dilated conv forward
+        ((rows, c, k * c), convs),  # its input gradient
+        ((k * c, rows, c), convs),  # its weight gradient
+    ]
+
+
+def gemm_floor_seconds(frames: int, dims: int, clips: int, repeats: int = 5) -> float:
+    """A measured lower bound of one epoch: the step's matmuls alone (``step_gemms``), each shape timed on
+    its own (best of ``repeats``), summed over an epoch's steps. BatchNorm, activations, the gate, dropout,
+    Adam and data are left out, so no implementation of this step on this CPU can beat it by much."""
+    step = 0.0
+    for (m, n, p), times in step_gemms(frames, dims):
+        a, b = torch.randn(m, n), torch.randn(n, p)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        step += best * times
+    return step * math.ceil(clips / BATCH)
+
+
 def best_seconds(fn: Callable[[], object], epochs: int) -> float:
     """The fastest of ``epochs`` timed calls, after one untimed warm-up call."""
     fn()
@@ -137,6 +175,7 @@ class Row:
     plain_gflops: float
     ours_gflops: float
     ours_share_of_peak: float
+    gemm_floor_s_per_epoch: float  # the step's matmuls alone at their shapes (gemm_floor_seconds)
 
 
 def measure(frames: int, dims: int, clips: int, epochs: int, peak: float) -> Row:
@@ -156,6 +195,7 @@ def measure(frames: int, dims: int, clips: int, epochs: int, peak: float) -> Row
         plain_samples_per_s=clips / plain, ours_samples_per_s=clips / ours,
         gflop_per_sample=flops / 1e9, plain_gflops=flops * clips / plain / 1e9,
         ours_gflops=flops * clips / ours / 1e9, ours_share_of_peak=flops * clips / ours / 1e9 / peak,
+        gemm_floor_s_per_epoch=gemm_floor_seconds(frames, dims, clips),
     )  # fmt: skip
 
 
@@ -164,14 +204,14 @@ def render(rows: Sequence[Row], peak: float) -> str:
         f"float32 matmul peak ({MATMUL_N}x{MATMUL_N}, this run): {peak:.1f} GFLOP/s",
         "",
         "| shape | scales | plain s/epoch | ours s/epoch | speed-up | ours samples/s | GFLOP/sample "
-        "| ours GFLOP/s | share of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ours GFLOP/s | share of peak | matmuls alone s/epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.shape} | {r.scales} | {r.plain_s_per_epoch:.3f} | {r.ours_s_per_epoch:.3f} | "
             f"{r.speedup:.2f}x | {r.ours_samples_per_s:.0f} | {r.gflop_per_sample:.4f} | "
-            f"{r.ours_gflops:.1f} | {100 * r.ours_share_of_peak:.1f} % |"
+            f"{r.ours_gflops:.1f} | {100 * r.ours_share_of_peak:.1f} % | {r.gemm_floor_s_per_epoch:.3f} |"
         )
     return "\n".join(lines)
 

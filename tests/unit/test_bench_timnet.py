@@ -43,3 +43,11 @@ def test_stacked_rows_compare_model_samples_per_second_with_one_model():
     assert abs(rows[1].model_samples_per_s - 3 * 16 / rows[1].s_per_epoch) < 1e-9
     assert abs(rows[1].speedup - rows[1].model_samples_per_s / rows[0].model_samples_per_s) < 1e-12
     assert "| 88x6 | cpu | 3 |" in bench_timnet.render_stack(rows)
+
+
+def test_step_gemms_are_the_counted_flops_but_head_and_scale_weighting():
+    t, f, c, scales = 88, 24, 64, 7
+    gemm_flops = sum(2 * m * n * p * times for (m, n, p), times in bench_timnet.step_gemms(t, f))
+    head_and_weighting = 2 * scales * c + 2 * c * 8  # forward; backward doubles it
+    per_sample = bench_timnet.flops_per_sample(t, f) - 3 * head_and_weighting
+    assert gemm_flops / bench_timnet.BATCH == per_sample
