@@ -813,7 +813,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     u.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (the best counts)")
     u.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
+    c = sub.add_parser("cost", help="CPU- and GPU-hours per rule of the full run, from the other benchmarks")
+    c.add_argument("--base", type=Path, default=Path("config.yaml"), help="the full run's config")
+    c.add_argument("--gpu-tflops", type=float, default=DEFAULT_GPU_TFLOPS, help="ASSUMED sustained TFLOP/s")
+    c.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
+    if args.command == "cost":
+        return _cost_main(args)
     if args.command == "timnet":
         return _timnet_main(args)
     if args.command == "startup":
@@ -877,6 +883,39 @@ def _timnet_main(args: argparse.Namespace) -> int:
     atomic_write_text(args.out_dir / "timnet.json", json.dumps(payload, indent=2) + "\n")
     print(*sections, sep="\n\n")
     print(f"wrote {args.out_dir}/timnet.{{csv,md,json}}, timnet_stacked.csv")
+    return 0
+
+
+def _cost_main(args: argparse.Namespace) -> int:
+    from avemotion import bench_cost
+
+    if not (args.out_dir / "timnet.json").exists():
+        print(f"error: {args.out_dir}/timnet.json is missing: run `python -m avemotion.bench timnet` first",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    config = avcfg.load_config(args.base)
+    clips = Path("results/clips/clips.csv")
+    run_clips = len(pd.read_csv(clips)) if clips.exists() else None
+    startup_file = args.out_dir / "startup.json"
+    startup = json.loads(startup_file.read_text()) if startup_file.exists() else None
+    rows = bench_cost.cost_table(
+        config, args.out_dir, Path("benchmarks"), run_clips, startup, args.gpu_tflops
+    )
+    info = json.loads((args.out_dir / "timnet.json").read_text())["machine"]
+    header = (
+        f"# Cost of the full reproduction per rule (`python -m avemotion.bench cost`)\n\n"
+        f"CPU-hours measured on {info['cpu_model']} ({info['torch_threads']} torch threads) by `bench timnet`, "
+        f"`bench backbones` and `bench startup`; per-clip rules scaled from the last run in this folder "
+        f"({run_clips} clips). GPU-hours are NOT measured: FLOPs / an assumed {args.gpu_tflops:g} TFLOP/s."
+    )
+    table = bench_cost.render(rows)
+    atomic_write_text(args.out_dir / "cost.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(args.out_dir / "cost.md", f"{header}\n\n{table}\n")
+    atomic_write_text(
+        args.out_dir / "cost.json", json.dumps({"machine": info, "rows": rows}, indent=2) + "\n"
+    )
+    print(header, "", table, sep="\n")
+    print(f"wrote {args.out_dir}/cost.{{csv,md,json}}")
     return 0
 
 

@@ -1,0 +1,74 @@
+"""The cost model (avemotion.bench_cost): TIM-Net rules by hand from a made-up throughput per shape."""
+
+import json
+import math
+
+import pytest
+
+from avemotion import bench_cost
+
+# samples/s per shape (made up, distinct) and GFLOP per sample
+RATES = {"88x24": 200.0, "88x780": 100.0, "88x179": 160.0, "88x35": 180.0, "88x6": 190.0, "88x512": 150.0,
+         "146x1024": 50.0}  # fmt: skip
+
+
+def timnet_json():
+    return {
+        "rows": [{"shape": s, "ours_samples_per_s": r, "gflop_per_sample": 0.2} for s, r in RATES.items()]
+    }
+
+
+def test_configuration_shapes():
+    assert bench_cost.configuration_shapes("lms") == [(88, 24)]
+    # fusion: a backbone branch reads its frozen features (Wav2Vec2-L: 146 frames of 1024)
+    assert bench_cost.configuration_shapes("face_kpd+wav2vec2_large") == [(88, 780), (146, 1024)]
+
+
+def test_binary_rule_by_hand(full_config):
+    rows = {r["rule"]: r for r in bench_cost.timnet_rows(full_config, timnet_json(), gpu_tflops=10.0)}
+    # 1440 clips; test folds of 5, 5, 5, 5, 4 actors (60 clips each): n_train 1140 x 4 + 1200 = 5760 over the
+    # folds, n_test 1440. Per binary feature: 8 models x (epochs x 5760 + 1440) samples.
+    epochs = {"lms": 100, "face_kpd": 100, "eyes_kpd": 100, "face_au": 40, "head_pose": 100}
+    shape = {
+        "lms": "88x24",
+        "face_kpd": "88x780",
+        "eyes_kpd": "88x179",
+        "face_au": "88x35",
+        "head_pose": "88x6",
+    }
+    samples = {f: 8 * (e * 5760 + 1440) for f, e in epochs.items()}
+    hours = sum(samples[f] / RATES[shape[f]] for f in epochs) / 3600
+    b = rows["train_binary"]
+    assert b["jobs"] == 25 and b["models"] == 200
+    assert b["cpu_hours"] == pytest.approx(hours)
+    assert b["gpu_hours_assumed"] == pytest.approx(sum(samples.values()) * 0.2e9 / 10e12 / 3600)
+
+
+def test_a_fusion_configuration_costs_the_sum_of_its_branches(full_config, monkeypatch):
+    only = "face_kpd+lms"
+    monkeypatch.setattr(
+        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold) for fold in range(5)]
+    )
+    (row,) = bench_cost.timnet_rows(full_config, timnet_json(), gpu_tflops=10.0)
+    samples = 100 * 5760 + 1440  # Table 3's LMS multimodal row: 100 epochs
+    assert row["rule"] == "train_multiclass" and row["jobs"] == 5 and row["models"] == 5
+    assert row["cpu_hours"] == pytest.approx(samples * (1 / 100.0 + 1 / 200.0) / 3600)
+
+
+def test_per_clip_rules_scale_the_recorded_run(full_config, tmp_path):
+    (tmp_path / "extract_audio").mkdir()
+    for i, s in enumerate((3.0, 5.0)):
+        (tmp_path / "extract_audio" / f"a{i}.tsv").write_text(f"s\th:m:s\n{s}\t0:00:0{int(s)}\n")
+    (row,) = bench_cost.per_clip_rows(full_config, tmp_path, run_clips=16)
+    assert row["rule"] == "extract_audio" and row["cpu_hours"] == pytest.approx(8.0 / 16 * 1440 / 3600)
+
+
+def test_cost_table_adds_start_up_and_renders_a_total(full_config, tmp_path):
+    (tmp_path / "timnet.json").write_text(json.dumps(timnet_json()))
+    startup = {"rows": [{"rule": "train_binary", "per_job_s": 36.0}]}
+    rows = bench_cost.cost_table(full_config, tmp_path, tmp_path / "none", None, startup, 10.0)
+    binary = next(r for r in rows if r["rule"] == "train_binary")
+    assert binary["startup_hours"] == pytest.approx(25 * 36.0 / 3600)
+    text = bench_cost.render(rows)
+    total = sum(r["cpu_hours"] for r in rows)
+    assert f"**{total:,.0f}**" in text and not math.isnan(total)
