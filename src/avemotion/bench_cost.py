@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from pathlib import Path
-
-import pandas as pd
 
 from avemotion import config as avcfg
 from avemotion import paper, registry
+from avemotion.bench_startup import recorded_seconds
 
 # Per-clip rules measured in a workflow run, and how many of their units the full run has (clips).
 PER_CLIP_RULES = ("extract_clips", "extract_audio", "extract_openface", "crop_patches", "extract_features")
@@ -51,7 +49,7 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
     rates = {r["shape"]: r for r in timnet["rows"]}
     folds = fold_clips(config)
     totals: dict[str, dict] = {}
-    for (configuration, task, fold), _ in Counter(avcfg.training_jobs(config)).items():
+    for configuration, task, fold in avcfg.training_jobs(config):
         keys = registry.split_configuration(configuration)
         if len(keys) == 1 and registry.get(keys[0]).is_backbone:
             continue  # fine-tuned: backbones.json
@@ -111,7 +109,7 @@ def per_clip_rows(config: dict, benchmarks: Path, run_clips: int) -> list[dict]:
         files = sorted((benchmarks / rule).glob("**/*.tsv"))
         if not files:
             continue
-        seconds = sum(float(pd.read_csv(f, sep="\t")["s"].iloc[-1]) for f in files)
+        seconds = sum(recorded_seconds(f) for f in files)
         out.append(
             {
                 "rule": rule,

@@ -146,12 +146,17 @@ def rule_rows(
     return sorted(rows, key=lambda r: -r.total_s)
 
 
+def recorded_seconds(tsv: Path) -> float:
+    """The wall seconds a Snakemake benchmark file recorded for its job (its last repeat's ``s``)."""
+    return float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
+
+
 def job_seconds(benchmarks: Path) -> dict[str, float]:
     """Seconds per rule that the last run's Snakemake benchmark files recorded (``s`` column)."""
     totals: dict[str, float] = {}
     for tsv in sorted(benchmarks.glob("*/**/*.tsv")):
         rule = tsv.relative_to(benchmarks).parts[0]
-        totals[rule] = totals.get(rule, 0.0) + float(pd.read_csv(tsv, sep="\t")["s"].iloc[-1])
+        totals[rule] = totals.get(rule, 0.0) + recorded_seconds(tsv)
     return totals
 
 
