@@ -316,6 +316,11 @@ class TrainSpec:
     # One-vs-rest TIM-Net jobs only: train a fold's targets as one stacked model (avemotion.stacked) on
     # "auto" (CUDA), "always" or "never" (config training.stack_targets).
     stack_targets: str = "never"
+    # TIM-Net on feature arrays (single features and fusion) only: CPU precision "auto" (bfloat16 where the
+    # CPU has bf16 dot products), "float32" or "bfloat16", and torch.compile of the bfloat16 CPU path
+    # (config training.cpu_precision, training.compile; train.fast_path). Fine-tuning: float32, eager.
+    cpu_precision: str = "float32"
+    compile: bool = False
     # Multimodal fusion only (avemotion.models.FusionClassifier): one TIM-Net per branch, as dicts of feature,
     # frames, scales and channels (config.fusion_branches), and the 3-layer perceptron's two hidden widths and
     # dropout (config model.fusion). Empty for a single feature.
@@ -390,6 +395,8 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
         backbone=dict(config["backbones"][feature.backbone]) if feature.is_backbone and not fused else None,
         mixed_precision=bool(train["mixed_precision"]) and feature.is_backbone and not fused,
         stack_targets=train["stack_targets"] if task == "binary" and not feature.is_backbone else "never",
+        cpu_precision=train["cpu_precision"] if fused or not feature.is_backbone else "float32",
+        compile=bool(train["compile"]) and (fused or not feature.is_backbone),
         branches=branches,
         fusion_hidden=tuple(model["fusion"]["hidden"]) if fused else (),
         fusion_dropout=float(model["fusion"]["dropout"]) if fused else 0.0,

@@ -29,11 +29,28 @@ sigmoid gates the block input: out = x * sigmoid(h). The official code has L = 2
 
 TIMNet is the encoder (B, T, F) -> (B, C), so multimodal fusion can concatenate several encoders' outputs;
 TIMNetClassifier adds the linear head that gives logits (softmax or sigmoid live in the loss).
+
+Two layouts compute the same function with the same parameters (``TIMNet.layout``):
+
+- ``"conv"`` (the default), the literal port: channels first (B, C, T), ``nn.Conv1d`` on a left-padded
+  input, ``nn.BatchNorm1d``, ``nn.Dropout1d``. It is the reference the tests and ``bench timnet``'s plain loop
+  use, what the stacked one-vs-rest models (``avemotion.stacked``, grouped convolutions) build on, and the
+  faster form in float32 on CPU.
+- ``"time_major"``: time first (B, T, C), each causal convolution one matmul of the k taps side by side,
+  (B*T, k*C) @ (k*C, C), against the same Conv1d weight, and BatchNorm over the (B*T, C) rows. Under bfloat16
+  autocast on a CPU with bf16 dot products it is the faster form (oneDNN's bf16 matmuls gain more than its
+  bf16 convolutions), and it compiles (``compile_streams``). The spatial-dropout masks are drawn up front, in
+  the order, shape and dtype the reference draws them, (B, C, 1) per convolution, forward stream first: the
+  same generator gives the same masks in both layouts, and the stream computation holds no random op.
+
+``avemotion.train`` picks the layout, precision and compilation per device (``train.fast_path``);
+``python -m avemotion.bench timnet`` measures each against the plain reference.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -111,6 +128,52 @@ class SharedDropout1d(nn.Module):
         return (h.view(b, self.models, -1, t) * noise.unsqueeze(1)).view(b, kc, t)
 
 
+def dropout_noise(batch: int, channels: int, p: float, count: int, like: torch.Tensor) -> list[torch.Tensor]:
+    """``count`` spatial-dropout masks (B, 1, C), scaled by 1 / (1 - p), drawn as ``count`` calls of
+    ``nn.Dropout1d`` on (B, C, T) activations would draw them (ATen's feature dropout: ``empty(B, C, 1)
+    .bernoulli_(1 - p) / (1 - p)`` in the activations' dtype, one after the other): the same generator state
+    gives the same masks. The activations' dtype is that of ``like``, or the autocast type where autocast is
+    on (a linear layer's output)."""
+    dtype = like.dtype
+    if torch.is_autocast_enabled(like.device.type):
+        dtype = torch.get_autocast_dtype(like.device.type)
+    return [
+        torch.empty(batch, channels, 1, dtype=dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+        .transpose(1, 2)
+        for _ in range(count)
+    ]  # fmt: skip
+
+
+def causal_conv_time_major(h: torch.Tensor, conv: CausalConv1d) -> torch.Tensor:
+    """``conv`` (groups=1) on a time-major input, (B, T, C) -> (B, T, C'), as one matmul.
+
+    Conv1d's output at t is sum_j W[:, :, j] @ x[t - (k-1-j)*d]: tap j reads the input shifted by (k-1-j)*d
+    steps, zeros before the start (the causal padding). The k shifted copies side by side, (B, T, k*C), times
+    the weight laid out tap after tap, (C', k*C), is that sum.
+    """
+    t = h.shape[1]
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    taps = []
+    for j in range(k):
+        shift = min((k - 1 - j) * d, t)
+        taps.append(F.pad(h[:, : t - shift], (0, 0, shift, 0)) if shift else h)  # (B, T, C)
+    weight = conv.weight.permute(0, 2, 1).reshape(conv.out_channels, -1)  # (C', k*C): tap-major
+    return F.linear(torch.cat(taps, dim=-1), weight, conv.bias)  # (B, T, k*C) -> (B, T, C')
+
+
+def batch_norm_time_major(h: torch.Tensor, norm: nn.BatchNorm1d) -> torch.Tensor:
+    """``norm`` on (B, T, C): BatchNorm1d over the B*T rows, with its running statistics updated (and its
+    batch count) in training mode, exactly as ``norm`` on the (B, C, T) input."""
+    b, t, c = h.shape
+    if norm.training:
+        norm.num_batches_tracked.add_(1)
+    out = F.batch_norm(
+        h.reshape(b * t, c), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+        norm.training, norm.momentum, norm.eps,
+    )  # fmt: skip
+    return out.view(b, t, c)
+
+
 class TemporalAwareBlock(nn.Module):
     """L x (causal dilated conv -> BatchNorm -> ReLU -> spatial dropout), then out = x * sigmoid(h).
 
@@ -139,6 +202,16 @@ class TemporalAwareBlock(nn.Module):
         # damp its input at most by half. No residual 1x1 conv: the channel counts always match (see top).
         return x * torch.sigmoid(h)  # (B, C, T)
 
+    def forward_time_major(self, x: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
+        """The same block on (B, T, C), one model; ``noise`` holds its convolutions' dropout masks (B, 1, C)
+        in order (``dropout_noise``), None when dropout is off (eval mode, p = 0)."""
+        h = x  # (B, T, C)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            h = F.relu(batch_norm_time_major(causal_conv_time_major(h, conv), norm))  # (B, T, C)
+            if noise is not None:
+                h = h * noise[i]
+        return x * torch.sigmoid(h)  # (B, T, C)
+
 
 class Stream(nn.Module):
     """One direction of TIM-Net: a 1x1 conv F -> C, then the chain of blocks with growing dilation.
@@ -159,6 +232,17 @@ class Stream(nn.Module):
             outputs.append(h)  # (B, C, T), one per scale
         return outputs
 
+    def forward_time_major(self, x: torch.Tensor, noise: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        """(B, T, F) -> every scale's output (B, T, C); ``noise``: the stream's masks, block after block."""
+        proj = self.proj
+        h = F.linear(x, proj.weight[:, :, 0], proj.bias)  # the 1x1 conv: (B, T, F) -> (B, T, C)
+        convs = len(self.blocks[0].convs)
+        outputs = []
+        for i, block in enumerate(self.blocks):
+            h = block.forward_time_major(h, None if noise is None else noise[i * convs : (i + 1) * convs])
+            outputs.append(h)
+        return outputs
+
 
 def _keras_init(module: nn.Module) -> None:
     # Keras Conv1D/Dense default: Glorot-uniform kernel, zero bias (PyTorch's default is Kaiming-uniform and a
@@ -172,9 +256,15 @@ def _keras_init(module: nn.Module) -> None:
 class TIMNet(nn.Module):
     """The TIM-Net encoder: (B, T, F) feature sequences -> (B, C) fused multi-scale vector."""
 
-    def __init__(self, cfg: TIMNetConfig) -> None:
+    LAYOUTS = ("time_major", "conv")
+
+    def __init__(self, cfg: TIMNetConfig, layout: str = "conv") -> None:
         super().__init__()
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"TIMNet layout must be one of {self.LAYOUTS}, got {layout!r}")
         self.cfg = cfg
+        self.layout = layout  # how forward computes, not what: both give the same function (see top)
+        self._compiled: tuple[int, Callable] | None = None  # (batch, compiled streams): compile_streams
         self.forward_stream = Stream(cfg)
         self.backward_stream = Stream(cfg)  # own weights, as Keras builds new layers per call
         self.scale_weights = nn.Parameter(torch.empty(cfg.scales))  # (S,) dynamic fusion, no softmax
@@ -204,15 +294,52 @@ class TIMNet(nn.Module):
     def streams(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Every scale's output of both streams, each (B, C, T). The backward stream's are in its own,
         reversed time: index s there is original time T-1-s."""
+        fwd, bwd = self._streams(x)
+        if self.layout == "time_major":  # (B, T, C) -> (B, C, T) views
+            fwd, bwd = [h.transpose(1, 2) for h in fwd], [h.transpose(1, 2) for h in bwd]
+        return fwd, bwd
+
+    def _streams(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Both streams' outputs in the model's layout: (B, T, C) time-major, (B, C, T) conv."""
         self._check_input(x)
-        x = x.transpose(1, 2)  # (B, T, F) -> (B, F, T), channels first for Conv1d
-        return self.forward_stream(x), self.backward_stream(x.flip(-1))
+        if self.layout == "conv":
+            x = x.transpose(1, 2)  # (B, T, F) -> (B, F, T), channels first for Conv1d
+            return self.forward_stream(x), self.backward_stream(x.flip(-1))
+        noise = None
+        if self.training and self.cfg.dropout > 0:
+            count = 2 * self.cfg.scales * self.cfg.convs_per_block
+            noise = dropout_noise(x.shape[0], self.cfg.channels, self.cfg.dropout, count, x)
+        compiled = self._compiled
+        if compiled is not None and self.training and x.shape[0] == compiled[0]:
+            return compiled[1](x, noise)
+        return self._time_major_streams(x, noise)
+
+    def _time_major_streams(
+        self, x: torch.Tensor, noise: list[torch.Tensor] | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Both streams on (B, T, F), given the dropout masks: no random op, so it compiles whole."""
+        per_stream = self.cfg.scales * self.cfg.convs_per_block
+        fwd_noise, bwd_noise = (None, None) if noise is None else (noise[:per_stream], noise[per_stream:])
+        return (
+            self.forward_stream.forward_time_major(x, fwd_noise),
+            self.backward_stream.forward_time_major(x.flip(1), bwd_noise),
+        )
+
+    def compile_streams(self, batch: int) -> None:
+        """From now on, training batches of ``batch`` clips run both streams through ``torch.compile``
+        (time-major layout): one compiled graph for the job's full batches; a last, smaller batch and
+        evaluation stay eager (no second compile). The dropout masks are still drawn eagerly, so a
+        compiled model draws exactly the masks an eager one draws."""
+        if self.layout != "time_major":
+            raise ValueError("compile_streams needs the time_major layout")
+        self._compiled = (batch, torch.compile(self._time_major_streams, dynamic=False))
 
     def scale_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, S, C): per scale, the time average of forward + backward output."""
-        fwd, bwd = self.streams(x)
+        fwd, bwd = self._streams(x)
+        time = 1 if self.layout == "time_major" else -1
         # No re-flip of bwd before the add (official code); harmless, the mean over time ignores order.
-        return torch.stack([(f + b).mean(dim=-1) for f, b in zip(fwd, bwd, strict=True)], dim=1)
+        return torch.stack([(f + b).mean(dim=time) for f, b in zip(fwd, bwd, strict=True)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.scale_features(x)  # (B, S, C)
@@ -223,11 +350,11 @@ class TIMNetClassifier(nn.Module):
     """TIM-Net encoder + linear head: (B, T, F) -> logits (B, n_outputs). n_outputs = 1 for the binary
     one-vs-rest task (sigmoid in the loss), 8 for the 8-class task (softmax in the loss)."""
 
-    def __init__(self, cfg: TIMNetConfig, n_outputs: int) -> None:
+    def __init__(self, cfg: TIMNetConfig, n_outputs: int, layout: str = "conv") -> None:
         super().__init__()
         if not isinstance(n_outputs, int) or isinstance(n_outputs, bool) or n_outputs < 1:
             raise ValueError(f"n_outputs must be an integer >= 1, got {n_outputs!r}")
-        self.encoder = TIMNet(cfg)
+        self.encoder = TIMNet(cfg, layout)
         self.head = nn.Linear(cfg.channels, n_outputs)
         _keras_init(self.head)
 
@@ -263,7 +390,12 @@ class FusionClassifier(nn.Module):
     """
 
     def __init__(
-        self, branches: list[TIMNetConfig], hidden: tuple[int, int], n_outputs: int, dropout: float
+        self,
+        branches: list[TIMNetConfig],
+        hidden: tuple[int, int],
+        n_outputs: int,
+        dropout: float,
+        layout: str = "conv",
     ) -> None:
         super().__init__()
         if len(branches) < 2:
@@ -275,7 +407,7 @@ class FusionClassifier(nn.Module):
         _check_int("n_outputs", n_outputs, 1)
         if not 0 <= dropout < 1:
             raise ValueError(f"fusion dropout must be in [0, 1), got {dropout!r}")
-        self.encoders = nn.ModuleList(TIMNet(cfg) for cfg in branches)
+        self.encoders = nn.ModuleList(TIMNet(cfg, layout) for cfg in branches)
         widths = [sum(cfg.channels for cfg in branches), *hidden]
         layers: list[nn.Module] = []
         for a, b in itertools.pairwise(widths):

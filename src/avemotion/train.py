@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from avemotion import paper, registry, runs
 from avemotion.config import JOB_OUTPUTS, TrainSpec
 from avemotion.io import atomic_path, atomic_write_text
 from avemotion.metrics import accuracy, confusion_matrix, macro_f1
-from avemotion.models import BackboneClassifier, FusionClassifier, TIMNetClassifier, TIMNetConfig
+from avemotion.models import BackboneClassifier, FusionClassifier, TIMNet, TIMNetClassifier, TIMNetConfig
 
 
 class TrainingError(RuntimeError):
@@ -105,12 +105,65 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, spec: TrainSpec, weights: tor
     return F.cross_entropy(logits, y, label_smoothing=spec.label_smoothing)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (bfloat16 where the GPU has it, else float16); float32 elsewhere."""
+def autocast(device: torch.device, enabled: bool, cpu_bfloat16: bool = False):
+    """Mixed precision on CUDA when ``enabled`` (bfloat16 where the GPU has it, else float16), bfloat16 on
+    the CPU when ``cpu_bfloat16`` (``fast_path``); float32 otherwise."""
+    if device.type == "cpu" and cpu_bfloat16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 dot products natively (AVX512-BF16 or AMX): where bfloat16
+    autocast pays. Elsewhere oneDNN emulates them, slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How a TIM-Net job computes on its device; every choice gives the same function (up to rounding)."""
+
+    layout: str  # models.TIMNet layout: "conv" or "time_major"
+    cpu_bfloat16: bool  # bfloat16 autocast on the CPU
+    compile: bool  # torch.compile of the TIM-Net streams (TIMNet.compile_streams)
+
+    @property
+    def precision(self) -> str:
+        return "bfloat16" if self.cpu_bfloat16 else "float32"
+
+
+def fast_path(spec: TrainSpec, device: torch.device) -> FastPath:
+    """The fastest form of a job's TIM-Nets that ``python -m avemotion.bench timnet`` measured (README,
+    "Training speed"): on a CPU with bfloat16 dot products (config ``training.cpu_precision: auto``, or
+    forced with ``bfloat16``) the time-major layout under bfloat16 autocast, compiled with
+    ``training.compile``; in float32 the convolution layout, eager (time-major and compiled gain nothing
+    there). On CUDA: the convolution layout, as before (``training.mixed_precision`` for backbones)."""
+    if device.type != "cpu":
+        return FastPath("conv", False, False)
+    bf16 = spec.cpu_precision == "bfloat16" or (spec.cpu_precision == "auto" and cpu_has_bfloat16())
+    if not bf16:
+        return FastPath("conv", False, False)
+    return FastPath("time_major", True, spec.compile)
+
+
+def build_timnet_model(
+    spec: TrainSpec, cfgs: list[TIMNetConfig], n_outputs: int, device: torch.device
+) -> torch.nn.Module:
+    """A job's TIM-Net model on ``device`` in its ``fast_path`` form: one TIMNetClassifier, or the fusion
+    model of ``spec.branches`` (one TIMNet per branch config in ``cfgs``)."""
+    fast = fast_path(spec, device)
+    if spec.branches:
+        model = FusionClassifier(cfgs, spec.fusion_hidden, n_outputs, spec.fusion_dropout, fast.layout)
+    else:
+        model = TIMNetClassifier(cfgs[0], n_outputs, fast.layout)
+    if fast.compile:
+        for module in model.modules():
+            if isinstance(module, TIMNet):
+                module.compile_streams(spec.batch_size)
+    return model.to(device)
 
 
 def adam(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.Adam:
@@ -145,14 +198,20 @@ def take(x: Inputs, rows: torch.Tensor, device: torch.device) -> Inputs:
 
 
 def fit(
-    model: torch.nn.Module, x: Inputs, y: torch.Tensor, spec: TrainSpec, weights: torch.Tensor | None
+    model: torch.nn.Module,
+    x: Inputs,
+    y: torch.Tensor,
+    spec: TrainSpec,
+    weights: torch.Tensor | None,
+    cpu_bfloat16: bool = False,
 ) -> tuple[list[dict], dict, int]:
     """Train; return the per-epoch history, the state with the lowest training loss, and its epoch (1-based).
 
     ``x`` is one tensor, or a list of them (one per fusion branch, the same clips in the same order). It may
     live on the CPU while the model is on the GPU (a backbone's raw inputs): each batch is moved to the
     model's device. With ``spec.mixed_precision`` on CUDA the forward pass runs under autocast and the loss
-    is scaled when the autocast type is float16.
+    is scaled when the autocast type is float16; with ``cpu_bfloat16`` (``fast_path``) it runs under
+    bfloat16 autocast on the CPU (evaluation stays float32).
     """
     device = next(model.parameters()).device
     opt = adam(model, spec)
@@ -170,7 +229,7 @@ def fit(
             batch = order[start : start + spec.batch_size]
             xb = take(x, batch, device)
             yb = y[batch.to(y.device)]
-            with autocast(device, amp):
+            with autocast(device, amp, cpu_bfloat16):
                 logits = model(xb)
             loss = loss_fn(logits.float(), yb, spec, weights)
             if not torch.isfinite(loss):
@@ -313,15 +372,14 @@ def train_job(
                 f"{spec.configuration}: {len(spec.branches)} branches but {len(arrays)} inputs"
             )
         xt, x_eval, mean, std, cfgs = feature_inputs(spec, arrays, test_mask, device)
+        model = build_timnet_model(spec, cfgs, n_outputs, device)
         if spec.branches:
-            model = FusionClassifier(cfgs, spec.fusion_hidden, n_outputs, spec.fusion_dropout).to(device)
             model_config = {
                 "branches": [asdict(c) for c in cfgs],
                 "hidden": list(spec.fusion_hidden),
                 "dropout": spec.fusion_dropout,
             }
         else:  # one modality: plain tensors, not one-element lists
-            model = TIMNetClassifier(cfgs[0], n_outputs).to(device)
             model_config = asdict(cfgs[0])
             xt, x_eval = xt[0], x_eval[0]
             mean, std = (mean[0], std[0]) if spec.standardize else (None, None)
@@ -334,7 +392,8 @@ def train_job(
         model = BackboneClassifier(backbone, TIMNetClassifier(cfg, n_outputs)).to(device)
         model_config, mean, std = asdict(cfg), None, None
     yt = torch.as_tensor(y_all[~test_mask], device=device)
-    history, best_state, best_epoch = fit(model, xt, yt, spec, weights)
+    fast = fast_path(spec, device) if backbone is None else FastPath("conv", False, False)
+    history, best_state, best_epoch = fit(model, xt, yt, spec, weights, fast.cpu_bfloat16)
     model.load_state_dict(best_state)
     return evaluate(
         spec, table, test_mask, model, history, best_state, best_epoch, x_eval, eval_batch,
@@ -373,6 +432,8 @@ def evaluate(
         "n_test": int(test_mask.sum()),
         "device": next(model.parameters()).device.type,
         "stacked_models": stacked_models,
+        # How it was computed on that device (fast_path): the same function, up to rounding.
+        **_fast_path_metrics(spec, next(model.parameters()).device, stacked_models),
     }
     class_names = ["rest", spec.target] if spec.task == "binary" else list(paper.CLASSES)
     test = table[test_mask]
@@ -400,6 +461,13 @@ def evaluate(
         "confusion": pd.DataFrame(cm, index=class_names, columns=class_names),
         "checkpoint": checkpoint,
     }
+
+
+def _fast_path_metrics(spec: TrainSpec, device: torch.device, stacked_models: int) -> dict:
+    fast = fast_path(spec, device)
+    if spec.backbone or stacked_models > 1:  # fine-tuning and the stacked models: float32, convolutions
+        fast = FastPath("conv", False, False)
+    return {"precision": fast.precision, "layout": fast.layout, "compiled": fast.compile}
 
 
 # ---------------------------------------------------------------------------------------- job wiring

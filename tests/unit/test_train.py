@@ -39,6 +39,9 @@ def small_spec(config, task, target, fold=0, **changes):
         "batch_size": 32,
         "learning_rate": 0.01,
         "device": "cpu",
+        # The float32 reference path on every CPU; the bfloat16 and compiled paths have their own tests.
+        "cpu_precision": "float32",
+        "compile": False,
     }
     return dataclasses.replace(spec, **{**base, **changes})
 
