@@ -48,6 +48,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -803,6 +804,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     t.add_argument("--stack-shape", default="88x24", metavar="FRAMESxDIMS", help="shape of the stack runs")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="of the stack runs")
+    t.add_argument(
+        "--base",
+        type=Path,
+        default=Path("config.yaml"),
+        help="whose training.cpu_precision/compile ours runs",
+    )
+    t.add_argument(
+        "--accuracy-epochs",
+        type=int,
+        default=10,
+        help="epochs of the float32-vs-ours accuracy check on a learnable task (0: skip)",
+    )
     t.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
     u = sub.add_parser("startup", help="per-job start-up (imports, MLflow) and its total over a workflow run")
     u.add_argument(
@@ -846,22 +859,44 @@ def _timnet_main(args: argparse.Namespace) -> int:
         print("error: --device cuda: no CUDA device is available here; use auto or cpu", file=sys.stderr)
         return 2
     device = train.pick_device(args.device)
+    # A fresh compile cache: "first epoch +" is then what a job's compile costs on a machine that has never
+    # compiled this model (later jobs on the same machine find it in torch's cache and pay a few seconds).
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="avemotion-bench-inductor-")
+    training = avcfg.load_config(args.base)["training"]
+    speed = bench_timnet.Speed(training["cpu_precision"], bool(training["compile"]))
     ks = args.stack_models if args.stack_models is not None else bench_timnet.stack_models_default(device)
-    peak, rows = bench_timnet.run(args.clips, args.epochs, selected)
+    peak, rows = bench_timnet.run(args.clips, args.epochs, selected, speed)
+    bf16_peak = bench_timnet.matmul_peak_gflops(dtype=torch.bfloat16)
     stack_rows = bench_timnet.measure_stack(*stack_shape, args.clips, args.epochs, ks, device) if ks else []
+    accuracy_shape = selected[0] if selected else (88, 24)
+    accuracy_rows = (
+        bench_timnet.accuracy_check(*accuracy_shape, args.clips, args.accuracy_epochs, speed)
+        if args.accuracy_epochs
+        else []
+    )
     info = machine_info(device)
-    table = bench_timnet.render(rows, peak)
+    table = bench_timnet.render(rows, peak, bf16_peak)
     header = (
-        f"# TIM-Net training speed (`python -m avemotion.bench timnet`)\n\n{info['cpu_model']}, "
-        f"{info['torch_threads']} torch threads, torch {info['torch']}, float32; {args.clips} random clips, "
-        f"batch {bench_timnet.BATCH}, {bench_timnet.CHANNELS} channels, {bench_timnet.CONVS} convs per block; "
-        f"seconds per epoch = the fastest of {args.epochs} after a warm-up epoch."
+        f"# TIM-Net training speed (`python -m avemotion.bench timnet`)\n\n{info['cpu_model']} "
+        f"(bfloat16 dot products: {'yes' if train.cpu_has_bfloat16() else 'no'}), {info['torch_threads']} torch "
+        f"threads, torch {info['torch']}; {args.clips} random clips, batch {bench_timnet.BATCH}, "
+        f"{bench_timnet.CHANNELS} channels, {bench_timnet.CONVS} convs per block; ours = {args.base}'s "
+        f"training.cpu_precision {speed.cpu_precision}, training.compile {speed.compile}; plain = float32 "
+        f"convolutions, a textbook loop; seconds per epoch = the fastest of {args.epochs} after a warm-up "
+        f'epoch ("first epoch +": what that one cost beyond, the compile included).'
     )
     sections = [header, table]
     if stack_rows:
         sections += [
             f"## Stacked one-vs-rest models (`avemotion.stacked`) on {info['device']}",
             bench_timnet.render_stack(stack_rows),
+        ]
+    if accuracy_rows:
+        sections += [
+            f"## Does the accuracy hold? The same TIM-Net from one seed, float32 and ours, "
+            f"{args.accuracy_epochs} epochs on a learnable synthetic task "
+            f"({args.clips} training clips, {args.clips // 4} test clips)",
+            bench_timnet.render_accuracy(accuracy_rows),
         ]
     records = bench_timnet.as_records(rows)
     stack_records = [dataclasses.asdict(r) for r in stack_rows]
@@ -876,9 +911,13 @@ def _timnet_main(args: argparse.Namespace) -> int:
     payload = {
         "machine": info,
         "matmul_peak_gflops": peak,
+        "bfloat16_matmul_peak_gflops": bf16_peak,
+        "cpu_bfloat16": train.cpu_has_bfloat16(),
+        "speed": dataclasses.asdict(speed),
         "clips": args.clips,
         "rows": records,
         "stacked": stack_records,
+        "accuracy": [dataclasses.asdict(r) for r in accuracy_rows],
     }
     atomic_write_text(args.out_dir / "timnet.json", json.dumps(payload, indent=2) + "\n")
     print(*sections, sep="\n\n")

@@ -6,7 +6,8 @@ Inputs (under ``--out-dir``, written by the same machine's earlier runs):
   rule from measured clips/s (and FLOP counts);
 - ``timnet.json`` (``bench timnet``): samples/s and FLOPs per sample of a TIM-Net training step per feature
   shape; a training job costs targets x epochs x n_train samples at its configuration's rate, a fusion
-  configuration the sum of its branches' times (they run one after the other in a step);
+  configuration the sum of its branches' times (they run one after the other in a step), plus the first
+  epoch's extra seconds (the compile) once per TIM-Net;
 - the Snakemake benchmark files of the last run in this folder (``benchmarks/<rule>/...tsv``, the demo's:
   its clips are real-format 1280x720, 30 fps, 48 kHz): seconds per clip of every per-clip rule (archive
   extraction, audio, tracking, patches, features), scaled to the full run's clips.
@@ -58,7 +59,7 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
         n_train, n_test = folds[fold]
         models = len(paper.CLASSES) if task == "binary" else 1
         samples = models * (spec.epochs * n_train + n_test)
-        seconds_per_sample = flops = 0.0
+        seconds_per_sample = flops = fixed_seconds = 0.0
         for frames, dims in configuration_shapes(configuration):
             row = rates.get(f"{frames}x{dims}")
             if row is None:
@@ -67,11 +68,14 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
                 )
             seconds_per_sample += 1 / row["ours_samples_per_s"]
             flops += row["gflop_per_sample"] * 1e9
+            # The first epoch's extra seconds (the compile, measured cold: an upper bound, as later jobs on
+            # one machine find the compiled kernels in torch's cache), once per TIM-Net of the job.
+            fixed_seconds += row.get("ours_first_epoch_extra_s", 0.0)
         rule = f"train_{task}"
         t = totals.setdefault(rule, {"rule": rule, "jobs": 0, "models": 0, "cpu_hours": 0.0, "flops": 0.0})
         t["jobs"] += 1
         t["models"] += models
-        t["cpu_hours"] += samples * seconds_per_sample / 3600
+        t["cpu_hours"] += (samples * seconds_per_sample + fixed_seconds) / 3600
         t["flops"] += samples * flops
     return [
         {**t, "gpu_hours_assumed": t["flops"] / (gpu_tflops * 1e12) / 3600, "source": "bench timnet"}

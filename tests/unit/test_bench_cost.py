@@ -55,6 +55,21 @@ def test_a_fusion_configuration_costs_the_sum_of_its_branches(full_config, monke
     assert row["cpu_hours"] == pytest.approx(samples * (1 / 100.0 + 1 / 200.0) / 3600)
 
 
+def test_each_timnet_of_a_job_pays_its_compile_once(full_config, monkeypatch):
+    only = "face_kpd+lms"
+    monkeypatch.setattr(
+        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold) for fold in range(5)]
+    )
+    timnet = timnet_json()
+    for r in timnet["rows"]:
+        r["ours_first_epoch_extra_s"] = {"88x780": 40.0, "88x24": 30.0}.get(r["shape"], 1000.0)
+    (row,) = bench_cost.timnet_rows(full_config, timnet, gpu_tflops=10.0)
+    samples = 100 * 5760 + 1440
+    # 5 jobs, each compiling its two branches' TIM-Nets once: 5 x (40 + 30) s on top.
+    expected = (samples * (1 / 100.0 + 1 / 200.0) + 5 * 70.0) / 3600
+    assert row["cpu_hours"] == pytest.approx(expected)
+
+
 def test_per_clip_rules_scale_the_recorded_run(full_config, tmp_path):
     (tmp_path / "extract_audio").mkdir()
     for i, s in enumerate((3.0, 5.0)):

@@ -1,5 +1,6 @@
 """The TIM-Net speed benchmark: its shapes, its FLOP count (checked by hand), and a tiny run."""
 
+import pytest
 import torch
 
 from avemotion import bench_timnet
@@ -25,15 +26,44 @@ def test_flops_per_sample_match_a_hand_count():
     assert bench_timnet.flops_per_sample(t, f) == expected
 
 
-def test_a_tiny_run_reports_both_loops_and_their_ratio():
+@pytest.mark.parametrize(
+    ("precision", "how"), [("float32", "float32, conv"), ("bfloat16", "bfloat16, time_major")]
+)
+def test_a_tiny_run_reports_both_loops_and_their_ratio(precision, how):
     torch.set_num_threads(1)
-    peak, rows = bench_timnet.run(clips=16, epochs=1, selected=[(88, 6)])
+    speed = bench_timnet.Speed(cpu_precision=precision, compile=False)
+    peak, rows = bench_timnet.run(clips=16, epochs=1, selected=[(88, 6)], speed=speed)
     (row,) = rows
     assert peak > 0 and row.shape == "88x6" and row.clips == 16
+    assert (row.precision, row.compiled) == (precision, False)
     assert abs(row.speedup - row.plain_s_per_epoch / row.ours_s_per_epoch) < 1e-12
+    assert abs(row.float32_speedup - row.plain_s_per_epoch / row.ours_float32_s_per_epoch) < 1e-12
     assert abs(row.ours_samples_per_s - 16 / row.ours_s_per_epoch) < 1e-9
     assert abs(row.ours_share_of_peak - row.ours_gflops / peak) < 1e-12
-    assert "| 88x6 | 7 |" in bench_timnet.render(rows, peak)
+    assert abs(row.plain_share_of_peak - row.plain_gflops / peak) < 1e-12
+    assert row.ours_first_epoch_extra_s >= 0
+    assert f"| 88x6 | 7 | {how} |" in bench_timnet.render(rows, peak, 2 * peak)
+
+
+def test_learnable_task_needs_time_and_the_check_trains_both_precisions():
+    frames = 88
+    x, y, x_test, y_test = bench_timnet.learnable_task(frames=frames, dims=8, clips=512)
+    assert x.shape == (512, frames, 8) and x_test.shape == (128, frames, 8)
+    assert y.shape == (512,) and y_test.shape == (128,) and set(y.tolist()) == set(range(8))
+    # Class c is a sinusoid of period 4 + 2c frames in the first quarter of the dims (2 of 8): its power
+    # spectrum, averaged over the class's clips, peaks at frequency bin frames / (4 + 2c); the other dims
+    # are noise with no peak there.
+    for c in range(8):
+        signal = x[y == c, :, :2].mean(dim=2)  # (N_c, T)
+        power = torch.fft.rfft(signal, dim=1).abs().pow(2).mean(dim=0)
+        assert abs(int(power[1:].argmax()) + 1 - frames / (4 + 2 * c)) <= 1, c
+        noise = torch.fft.rfft(x[y == c, :, 4:].mean(dim=2), dim=1).abs().pow(2).mean(dim=0)
+        assert power[1:].max() > 3 * noise[1:].max()
+    torch.set_num_threads(1)
+    rows = bench_timnet.accuracy_check(88, 6, clips=32, epochs=2, speed=bench_timnet.Speed("bfloat16", False))
+    assert [(r.precision, r.layout) for r in rows] == [("float32", "conv"), ("bfloat16", "time_major")]
+    assert all(0 <= r.test_accuracy <= 1 and r.final_train_loss > 0 and r.epochs == 2 for r in rows)
+    assert "| 88x6 | bfloat16 | time_major | no | 2 |" in bench_timnet.render_accuracy(rows)
 
 
 def test_stacked_rows_compare_model_samples_per_second_with_one_model():

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from avemotion.models import (
+    FusionClassifier,
     TIMNet,
     TIMNetClassifier,
     TIMNetConfig,
@@ -15,10 +16,10 @@ from avemotion.models import (
 )
 
 
-def _eval_model(cfg: TIMNetConfig, seed: int = 0) -> TIMNet:
+def _eval_model(cfg: TIMNetConfig, seed: int = 0, layout: str = "conv") -> TIMNet:
     # float64 so that "unchanged" can be checked exactly and "changed" is far above rounding noise.
     torch.manual_seed(seed)
-    return TIMNet(cfg).double().eval()
+    return TIMNet(cfg, layout).double().eval()
 
 
 # --- shapes -------------------------------------------------------------------------------------------------
@@ -45,9 +46,10 @@ def test_shapes(batch: int, frames: int, features: int, scales: int, n_outputs: 
 # --- causality and receptive field --------------------------------------------------------------------------
 
 
-def test_causality_every_scale() -> None:
+@pytest.mark.parametrize("layout", TIMNet.LAYOUTS)
+def test_causality_every_scale(layout: str) -> None:
     cfg = TIMNetConfig(in_features=5, channels=8, scales=4)
-    model = _eval_model(cfg)
+    model = _eval_model(cfg, layout=layout)
     n_frames = 40
     x = torch.randn(1, n_frames, 5, dtype=torch.float64)
     fwd0, bwd0 = model.streams(x)
@@ -65,8 +67,9 @@ def test_causality_every_scale() -> None:
             assert (bwd1[i][..., r] - bwd0[i][..., r]).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("layout", TIMNet.LAYOUTS)
 @pytest.mark.parametrize(("convs_per_block", "kernel_size"), [(3, 2), (2, 2), (2, 3)])
-def test_receptive_field_every_scale(convs_per_block: int, kernel_size: int) -> None:
+def test_receptive_field_every_scale(convs_per_block: int, kernel_size: int, layout: str) -> None:
     scales = 5
     cfg = TIMNetConfig(
         in_features=3, channels=8, scales=scales, kernel_size=kernel_size, convs_per_block=convs_per_block
@@ -78,7 +81,7 @@ def test_receptive_field_every_scale(convs_per_block: int, kernel_size: int) -> 
     fields = [convs_per_block * sum(per_conv[: i + 1]) for i in range(scales)]
     if (convs_per_block, kernel_size) == (3, 2):
         assert fields == [3, 9, 21, 45, 93]
-    model = _eval_model(cfg)
+    model = _eval_model(cfg, layout=layout)
     n_frames = fields[-1] + 10
     t = n_frames - 1
     x = torch.randn(1, n_frames, 3, dtype=torch.float64)
@@ -104,6 +107,121 @@ def test_receptive_field_every_scale(convs_per_block: int, kernel_size: int) -> 
         _, outside = perturbed(field + 1)
         assert not torch.equal(inside[i][..., r], bwd0[i][..., r]), f"scale {i}: backward field < {field}"
         assert torch.equal(outside[i][..., r], bwd0[i][..., r]), f"scale {i}: backward field > {field}"
+
+
+# --- the time-major layout: the same function as the convolution port ---------------------------------------
+
+
+def _pair(cfg: TIMNetConfig, n_outputs: int = 8, dtype=torch.float64):
+    """The same classifier (one seed) in both layouts."""
+    models = []
+    for layout in ("conv", "time_major"):
+        torch.manual_seed(0)
+        models.append(TIMNetClassifier(cfg, n_outputs, layout).to(dtype))
+    return models
+
+
+@pytest.mark.parametrize(
+    ("kernel_size", "convs_per_block", "dropout"), [(2, 3, 0.1), (3, 2, 0.4), (2, 1, 0.0)]
+)
+def test_time_major_layout_trains_the_same_function(kernel_size, convs_per_block, dropout) -> None:
+    """In training mode, from one generator state: the same outputs (the same dropout masks), the same
+    gradient for every parameter, the same BatchNorm running statistics, and the generator left where the
+    reference leaves it. Then the same in eval mode. float64: equal to rounding."""
+    cfg = TIMNetConfig(24, 8, 4, kernel_size, convs_per_block, dropout)
+    conv, time_major = _pair(cfg)
+    assert conv.state_dict().keys() == time_major.state_dict().keys()
+    x = torch.randn(6, 40, 24, dtype=torch.float64)
+    outputs, after = [], []
+    for model in (conv, time_major):
+        torch.manual_seed(11)
+        out = model(x)
+        after.append(torch.rand(1))  # the next draw: the same only if both drew the same masks
+        (out * torch.arange(8, dtype=torch.float64)).sum().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+    assert torch.equal(after[0], after[1])
+    for (name, a), b in zip(conv.named_parameters(), time_major.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12, msg=name)
+    for (name, a), b in zip(conv.named_buffers(), time_major.buffers(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=name)
+    assert conv.encoder.forward_stream.blocks[0].norms[0].num_batches_tracked == 1
+    if dropout > 0:  # the masks did act: the eval output (no dropout) differs from the training output
+        conv.eval()
+        assert (conv(x) - outputs[0]).abs().max() > 1e-3
+    conv.eval(), time_major.eval()
+    torch.testing.assert_close(time_major(x), conv(x), rtol=1e-12, atol=1e-12)
+    fwd_a, bwd_a = conv.encoder.streams(x)
+    fwd_b, bwd_b = time_major.encoder.streams(x)
+    for a, b in zip(fwd_a + bwd_a, fwd_b + bwd_b, strict=True):
+        assert b.shape == a.shape == (6, 8, 40)
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_fusion_takes_the_layout_to_every_branch() -> None:
+    cfgs = [TIMNetConfig(5, 4, 3), TIMNetConfig(7, 6, 2)]
+    models = []
+    for layout in ("conv", "time_major"):
+        torch.manual_seed(0)
+        models.append(FusionClassifier(cfgs, (8, 8), 8, 0.0, layout).double().eval())
+    assert [e.layout for e in models[1].encoders] == ["time_major"] * 2
+    x = [torch.randn(3, 20, 5, dtype=torch.float64), torch.randn(3, 30, 7, dtype=torch.float64)]
+    torch.testing.assert_close(models[1](x), models[0](x), rtol=1e-12, atol=1e-12)
+
+
+def test_time_major_under_bfloat16_autocast_stays_close_to_float32() -> None:
+    """bfloat16 keeps 8 bits of mantissa: against the float32 reference (same weights, same masks) the
+    outputs move by under 3 % and every gradient keeps its direction (cosine > 0.95)."""
+    cfg = TIMNetConfig(24, 16, 5, 2, 3, 0.1)
+    conv, time_major = _pair(cfg, dtype=torch.float32)
+    x = torch.randn(16, 64, 24)
+    outputs = []
+    for model, bf16 in ((conv, False), (time_major, True)):
+        torch.manual_seed(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        out.float().pow(2).sum().backward()
+        outputs.append(out.float())
+    rel = (outputs[1] - outputs[0]).norm() / outputs[0].norm()
+    assert 0 < rel < 3e-2  # not bitwise equal: bfloat16 did run
+    for (name, a), b in zip(conv.named_parameters(), time_major.parameters(), strict=True):
+        if ".convs." in name and name.endswith(".bias"):
+            # BatchNorm right after removes a conv bias: its true gradient is 0, only rounding is left.
+            assert a.grad.abs().max() < 1e-4 and b.grad.abs().max() < 1e-2
+            continue
+        cosine = F.cosine_similarity(a.grad.flatten(), b.grad.flatten(), dim=0)
+        assert cosine > 0.95, name
+
+
+def test_compiled_streams_give_the_eager_function_and_the_same_masks() -> None:
+    """``compile_streams``: full batches through torch.compile, a smaller batch and eval eager; each equal to
+    the eager model (float32 rounding), outputs and gradients, with the masks drawn as eagerly."""
+    cfg = TIMNetConfig(6, 4, 2, 2, 1, 0.3)
+    eager, compiled = _pair(cfg, 1, dtype=torch.float32)
+    eager.encoder.layout = "time_major"
+    compiled.encoder.compile_streams(batch=8)
+    with pytest.raises(ValueError, match="time_major"):
+        TIMNet(cfg).compile_streams(8)
+    for batch in (8, 5, 8):
+        x = torch.randn(batch, 12, 6)
+        outs = []
+        for model in (eager, compiled):
+            model.zero_grad()
+            torch.manual_seed(batch)
+            out = model(x)
+            out.pow(2).sum().backward()
+            outs.append(out)
+        torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(eager.parameters(), compiled.parameters(), strict=True):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6)
+    eager.eval(), compiled.eval()
+    x = torch.randn(8, 12, 6)
+    torch.testing.assert_close(compiled(x), eager(x), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_layout() -> None:
+    with pytest.raises(ValueError, match="layout"):
+        TIMNet(TIMNetConfig(3), "channels_last")
 
 
 # --- parameters ---------------------------------------------------------------------------------------------

@@ -90,6 +90,54 @@ def test_multiclass_learns_separable_data_and_never_sees_the_test_fold(full_conf
     assert history["train_loss"].min() == history.loc[best - 1, "train_loss"]
 
 
+@pytest.mark.parametrize(
+    ("precision", "has_bf16", "compile", "expected"),
+    [
+        ("auto", True, True, ("time_major", True, True)),
+        ("auto", True, False, ("time_major", True, False)),
+        ("auto", False, True, ("conv", False, False)),  # float32: compiling gains nothing, not done
+        ("float32", True, True, ("conv", False, False)),
+        ("bfloat16", False, True, ("time_major", True, True)),  # forced: emulated where not native
+    ],
+)
+def test_fast_path_on_the_cpu(full_config, monkeypatch, precision, has_bf16, compile, expected):
+    monkeypatch.setattr(train, "cpu_has_bfloat16", lambda: has_bf16)
+    spec = small_spec(full_config, "multiclass", "all", cpu_precision=precision, compile=compile)
+    fast = train.fast_path(spec, torch.device("cpu"))
+    assert (fast.layout, fast.cpu_bfloat16, fast.compile) == expected
+    assert fast.precision == ("bfloat16" if expected[1] else "float32")
+    # CUDA keeps the convolution layout and its own mixed-precision switch.
+    assert train.fast_path(spec, torch.device("cuda")) == train.FastPath("conv", False, False)
+
+
+def test_the_config_gives_fast_paths_to_feature_arrays_only(full_config):
+    assert full_config["training"]["cpu_precision"] == "auto" and full_config["training"]["compile"] is True
+    lms = train_spec(full_config, "lms", "multiclass", "all", 0)
+    fusion = train_spec(full_config, "face_kpd+wav2vec2_large", "multiclass", "all", 0)
+    resnet = train_spec(full_config, "face_resnet", "multiclass", "all", 0)
+    assert (lms.cpu_precision, lms.compile) == (fusion.cpu_precision, fusion.compile) == ("auto", True)
+    assert (resnet.cpu_precision, resnet.compile) == ("float32", False)  # fine-tuning: float32, eager
+
+
+def test_bfloat16_training_learns_as_float32_does_and_says_how_it_ran(full_config):
+    table = toy_table(per_class=2)
+    x = separable_features(table)
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        spec = small_spec(full_config, "multiclass", "all", fold=1, cpu_precision=precision)
+        results[precision] = train.train_job(spec, table, x)
+    f32, bf16 = results["float32"]["metrics"], results["bfloat16"]["metrics"]
+    assert (f32["precision"], f32["layout"], f32["compiled"]) == ("float32", "conv", False)
+    assert (bf16["precision"], bf16["layout"], bf16["compiled"]) == ("bfloat16", "time_major", False)
+    assert f32["accuracy"] > 0.9 and bf16["accuracy"] > 0.9
+    # The same run up to bfloat16 rounding: the first epoch's loss agrees to about 1 %, not bitwise.
+    first = [results[p]["history"]["train_loss"].iloc[0] for p in ("float32", "bfloat16")]
+    assert first[0] != first[1] and first[1] == pytest.approx(first[0], rel=2e-2)
+    # The checkpoint is a plain float32 state of the same keys, whatever the layout.
+    a, b = (results[p]["checkpoint"]["state_dict"] for p in ("float32", "bfloat16"))
+    assert a.keys() == b.keys() and all(v.dtype == a[k].dtype for k, v in b.items())
+
+
 def test_test_features_do_not_influence_training(full_config):
     """Changing the test fold's features changes nothing but its predictions (no leak via standardisation)."""
     table = toy_table()
