@@ -26,6 +26,8 @@ import contextlib
 import copy
 import json
 import math
+import os
+import shutil
 import signal
 import sys
 import time
@@ -149,6 +151,12 @@ def fast_path(spec: TrainSpec, device: torch.device) -> FastPath:
     return FastPath("time_major", True, spec.compile)
 
 
+def has_cpp_compiler() -> bool:
+    """Whether torch.compile's CPU backend finds a C++ compiler (the CXX variable, or one on PATH)."""
+    names = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    return any(name and shutil.which(name) for name in names)
+
+
 def build_timnet_model(
     spec: TrainSpec, cfgs: list[TIMNetConfig], n_outputs: int, device: torch.device
 ) -> torch.nn.Module:
@@ -159,7 +167,12 @@ def build_timnet_model(
         model = FusionClassifier(cfgs, spec.fusion_hidden, n_outputs, spec.fusion_dropout, fast.layout)
     else:
         model = TIMNetClassifier(cfgs[0], n_outputs, fast.layout)
-    if fast.compile:
+    if fast.compile and not has_cpp_compiler():
+        # torch.compile on the CPU writes C++ and needs a compiler; without one the job runs eager.
+        print("warning: training.compile is on but no C++ compiler (CXX, c++, g++, clang++) is on PATH: "
+              "training eager; install one (conda: cxx-compiler) or set training.compile: false",
+              file=sys.stderr)  # fmt: skip
+    elif fast.compile:
         for module in model.modules():
             if isinstance(module, TIMNet):
                 module.compile_streams(spec.batch_size)
@@ -467,7 +480,11 @@ def _fast_path_metrics(spec: TrainSpec, device: torch.device, stacked_models: in
     fast = fast_path(spec, device)
     if spec.backbone or stacked_models > 1:  # fine-tuning and the stacked models: float32, convolutions
         fast = FastPath("conv", False, False)
-    return {"precision": fast.precision, "layout": fast.layout, "compiled": fast.compile}
+    return {
+        "precision": fast.precision,
+        "layout": fast.layout,
+        "compiled": fast.compile and has_cpp_compiler(),
+    }
 
 
 # ---------------------------------------------------------------------------------------- job wiring

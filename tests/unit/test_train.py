@@ -110,6 +110,20 @@ def test_fast_path_on_the_cpu(full_config, monkeypatch, precision, has_bf16, com
     assert train.fast_path(spec, torch.device("cuda")) == train.FastPath("conv", False, False)
 
 
+def test_without_a_cpp_compiler_the_job_runs_eager_and_says_so(full_config, monkeypatch, capsys):
+    monkeypatch.setattr(train, "cpu_has_bfloat16", lambda: True)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CXX", raising=False)
+    assert not train.has_cpp_compiler()
+    spec = small_spec(full_config, "multiclass", "all", cpu_precision="auto", compile=True)
+    cfg = train.timnet_config(spec, 6)
+    model = train.build_timnet_model(spec, [cfg], 8, torch.device("cpu"))
+    assert model.encoder.layout == "time_major" and model.encoder._compiled is None
+    assert "no C++ compiler" in capsys.readouterr().err
+    monkeypatch.setenv("CXX", "/bin/true")
+    assert train.has_cpp_compiler()
+
+
 def test_the_config_gives_fast_paths_to_feature_arrays_only(full_config):
     assert full_config["training"]["cpu_precision"] == "auto" and full_config["training"]["compile"] is True
     lms = train_spec(full_config, "lms", "multiclass", "all", 0)
