@@ -49,6 +49,8 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
 
     rates = {r["shape"]: r for r in timnet["rows"]}
     folds = fold_clips(config)
+    first_fold = min(folds)
+    grouped = config["jobs"]["group_folds"]  # one job (one start-up, one compile) for every fold
     totals: dict[str, dict] = {}
     for configuration, task, fold in avcfg.training_jobs(config):
         keys = registry.split_configuration(configuration)
@@ -71,9 +73,11 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
             # The first epoch's extra seconds (the compile, measured cold: an upper bound, as later jobs on
             # one machine find the compiled kernels in torch's cache), once per TIM-Net of the job.
             fixed_seconds += row.get("ours_first_epoch_extra_s", 0.0)
+        new_job = not grouped or fold == first_fold
+        fixed_seconds *= new_job
         rule = f"train_{task}"
         t = totals.setdefault(rule, {"rule": rule, "jobs": 0, "models": 0, "cpu_hours": 0.0, "flops": 0.0})
-        t["jobs"] += 1
+        t["jobs"] += new_job
         t["models"] += models
         t["cpu_hours"] += (samples * seconds_per_sample + fixed_seconds) / 3600
         t["flops"] += samples * flops

@@ -30,10 +30,10 @@ from pathlib import Path
 import pandas as pd
 
 MODULE = re.compile(r"python -m (avemotion\.\w+)")
-# A tracked fold job opens its MLflow run in the training process (avemotion.train.run_jobs).
+# A tracked fold job opens its MLflow run in the training process (avemotion.train.run_jobs); a training job
+# writes one metrics.json per fold job it trains (8 one-vs-rest targets of a fold, x5 with jobs.group_folds).
 TRACKED = "--tracking-uri"
-# Fold jobs per process: a binary training job trains the 8 one-vs-rest targets of its fold.
-RUNS_PER_JOB = {"train_binary": 8, "finetune_binary": 8}
+FOLD_JOB_OUTPUT = "metrics.json"
 
 MLFLOW_RUN = """
 import sys, time
@@ -71,8 +71,11 @@ def mlflow_run_seconds(repeats: int) -> float:
     return best
 
 
-def rule_commands(workdir: Path, profile: Path | None) -> tuple[dict[str, str], dict[str, int]]:
-    """Each rule's shell command, and the number of jobs per rule of a forced dry run of the workflow."""
+def rule_commands(
+    workdir: Path, profile: Path | None
+) -> tuple[dict[str, str], dict[str, int], dict[str, float]]:
+    """Each rule's shell command, the number of jobs per rule of a forced dry run of the workflow, and the
+    fold jobs (MLflow runs) per job of each training rule."""
     import yaml
     from snakemake.api import SnakemakeApi
     from snakemake.dag import DAG
@@ -110,10 +113,14 @@ def rule_commands(workdir: Path, profile: Path | None) -> tuple[dict[str, str], 
     finally:
         DAG.update_groups = update_groups
     counts: dict[str, int] = {}
+    fold_jobs: dict[str, int] = {}
     for job in captured["jobs"]:
         if not job.rule.norun:
             counts[job.rule.name] = counts.get(job.rule.name, 0) + 1
-    return commands, counts
+            n = sum(Path(f).name == FOLD_JOB_OUTPUT for f in job.output)
+            if n:
+                fold_jobs[job.rule.name] = fold_jobs.get(job.rule.name, 0) + n
+    return commands, counts, {rule: n / counts[rule] for rule, n in fold_jobs.items()}
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ def rule_rows(
     imports: dict[str, float],
     mlflow_import: float,
     run: float,
+    runs_per_job: dict[str, float],
 ) -> list[RuleStartup]:
     rows = []
     for rule, jobs in counts.items():
@@ -140,7 +148,7 @@ def rule_rows(
         if match is None:
             continue
         module = match.group(1)
-        mlflow = mlflow_import + RUNS_PER_JOB.get(rule, 1) * run if TRACKED in commands[rule] else 0.0
+        mlflow = mlflow_import + runs_per_job.get(rule, 1) * run if TRACKED in commands[rule] else 0.0
         per_job = imports[module] + mlflow
         rows.append(RuleStartup(rule, module, jobs, imports[module], mlflow, per_job, jobs * per_job))
     return sorted(rows, key=lambda r: -r.total_s)
@@ -161,13 +169,13 @@ def job_seconds(benchmarks: Path) -> dict[str, float]:
 
 
 def measure(workdir: Path, profile: Path | None, repeats: int) -> dict:
-    commands, counts = rule_commands(workdir, profile)
+    commands, counts, runs_per_job = rule_commands(workdir, profile)
     modules = sorted({m.group(1) for c in commands.values() if (m := MODULE.search(c))})
     python = seconds_of("pass", repeats)
     imports = {m: seconds_of(f"import {m}", repeats) for m in modules}
     mlflow_import = seconds_of("from mlflow.tracking import MlflowClient", repeats) - python
     run = mlflow_run_seconds(repeats)
-    rows = rule_rows(commands, counts, imports, mlflow_import, run)
+    rows = rule_rows(commands, counts, imports, mlflow_import, run, runs_per_job)
     recorded = job_seconds(workdir / "benchmarks")
     return {
         "python_s": python,

@@ -19,7 +19,9 @@ window (Wav2Vec2): one (clips, frames, dims) array per fold. A fold's model neve
 features of them are honest test inputs for that fold's fusion model.
 
 CLI (the ``finetune_binary``, ``finetune_multiclass`` and ``extract_frozen`` rules; ``train`` takes one
-``--spec`` and ``--out`` per target of a fold, as ``avemotion.train`` does, and reads the inputs once)::
+``--spec`` and ``--out`` per target of a fold, or of every fold with config ``jobs.group_folds``, as
+``avemotion.train`` does, and reads the inputs once; ``frozen`` one ``--checkpoint``, ``--out`` and
+``--index`` per fold)::
 
     python -m avemotion.finetune train --spec '<TrainSpec JSON>' --inputs results/patches/Actor_* \
         --clips results/clips/clips.csv --manifest results/clips/data_manifest.json \
@@ -186,12 +188,35 @@ def _train_main(args: argparse.Namespace) -> int:
 
 
 def _frozen_main(args: argparse.Namespace) -> int:
+    """The frozen features of each ``--checkpoint`` (one per fold), into its ``--out`` and ``--index``."""
+    if not len(args.checkpoint) == len(args.out) == len(args.index):
+        print(
+            f"error: {len(args.checkpoint)} --checkpoint, {len(args.out)} --out and {len(args.index)} "
+            "--index values: give one of each per fold",
+            file=sys.stderr,
+        )
+        return 1
     feature = registry.get(args.feature)
     table = pd.read_csv(args.clips)
     torch.set_num_threads(args.threads)
+    for checkpoint_path, out, index in zip(args.checkpoint, args.out, args.index, strict=True):
+        code = _frozen_fold(args, feature, table, checkpoint_path, out, index)
+        if code:
+            return code
+    return 0
+
+
+def _frozen_fold(
+    args: argparse.Namespace,
+    feature: Feature,
+    table: pd.DataFrame,
+    checkpoint_path: Path,
+    out: Path,
+    index: Path,
+) -> int:
     try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        encoder = fine_tuned_encoder(checkpoint, args.checkpoint)
+        checkpoint = load_checkpoint(checkpoint_path)
+        encoder = fine_tuned_encoder(checkpoint, checkpoint_path)
         spec = checkpoint["spec"]
         device = train.pick_device(spec["device"])
         encoder = encoder.to(device)
@@ -216,14 +241,14 @@ def _frozen_main(args: argparse.Namespace) -> int:
     if features.shape[1] != feature.frozen_frames or not np.isfinite(features).all():
         print(
             f"error: {args.feature} frozen features {features.shape} (expected {feature.frozen_frames} "
-            "frames) or not finite",
+            f"frames) or not finite, from {checkpoint_path}",
             file=sys.stderr,
         )
         return 1
-    atomic_save_npy(args.out, features)
-    index = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))})
-    atomic_write_text(args.index, index.to_csv(index=False))
-    print(f"{args.feature} fold {spec['fold']} frozen features: {features.shape} -> {args.out}")
+    atomic_save_npy(out, features)
+    rows = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))})
+    atomic_write_text(index, rows.to_csv(index=False))
+    print(f"{args.feature} fold {spec['fold']} frozen features: {features.shape} -> {out}")
     return 0
 
 
@@ -239,11 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     frozen.add_argument(
         "--feature", required=True, choices=[k for k, f in registry.FEATURES.items() if f.is_backbone]
     )
-    frozen.add_argument("--checkpoint", type=Path, required=True)
+    frozen.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="one per fold")
     frozen.add_argument("--inputs", type=Path, nargs="+", required=True)
     frozen.add_argument("--clips", type=Path, required=True)
-    frozen.add_argument("--out", type=Path, required=True)
-    frozen.add_argument("--index", type=Path, required=True)
+    frozen.add_argument("--out", type=Path, nargs="+", required=True, help="one per --checkpoint")
+    frozen.add_argument("--index", type=Path, nargs="+", required=True, help="one per --checkpoint")
     frozen.add_argument("--threads", type=int, default=1)
     frozen.add_argument("--batch-size", type=int, default=0, help="clips per batch (0: the job's batch size)")
     args = parser.parse_args(argv)

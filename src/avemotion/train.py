@@ -10,9 +10,11 @@ training loss (paper); the test fold is used for nothing but the final evaluatio
 are read once and kept in memory (on the GPU when there is one). Seeded and deterministic on CPU.
 
 CLI (the ``train_binary`` and ``train_multiclass`` rules). One process trains every target of a configuration,
-task and fold: one ``--spec`` and ``--out`` per target (8 for binary, 1 for multiclass), the features read once.
-A multimodal configuration (fusion, Table 2) takes one ``--features``/``--index`` pair per branch, in the
-order of its name (``face_kpd+lms``: Face KPD, then LMS)::
+task and fold: one ``--spec`` and ``--out`` per target (8 for binary, 1 for multiclass), the features read once;
+with config ``jobs.group_folds`` every fold of the configuration and task in turn (40 or 5 values). A
+multimodal configuration (fusion, Table 2) takes one ``--features``/``--index`` pair per branch, in the order
+of its name (``face_kpd+lms``: Face KPD, then LMS); where the folds train on different arrays (a backbone's
+per-fold frozen features) one pair per branch and ``--spec``::
 
     python -m avemotion.train --spec '<TrainSpec JSON>' --features results/features/lms/features.npy \
         --index results/features/lms/index.csv --clips results/clips/clips.csv \
@@ -531,8 +533,9 @@ def _raise_on_sigterm(signum, frame):  # Snakemake/SLURM stop jobs with SIGTERM:
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The CLI arguments every training job has (this module's and ``avemotion.finetune``'s).
 
-    One process may train several fold jobs (the 8 one-vs-rest models of a fold): ``--spec`` and ``--out``
-    take one value per job, in the same order; the inputs are read once for all of them.
+    One process may train several fold jobs (the 8 one-vs-rest models of a fold, and with jobs.group_folds
+    every fold of a configuration): ``--spec`` and ``--out`` take one value per job, in the same order; the
+    inputs are read once for all of them.
     """
     parser.add_argument("--spec", nargs="+", required=True, help="TrainSpec as JSON, one per job")
     parser.add_argument("--clips", type=Path, required=True)
@@ -564,9 +567,13 @@ def run_jobs(
     table = pd.read_csv(args.clips)
     data_sha256 = json.loads(args.manifest.read_text())["sha256"] if args.tracking_uri else None
     specs = [TrainSpec.from_json(text) for text in args.spec]
-    groups = [[(s, o)] for s, o in zip(specs, args.out, strict=True)]
-    if train_stacked is not None and stacked.use_stack(specs):
-        groups = [list(zip(specs, args.out, strict=True))]
+    groups = []
+    for fold in dict.fromkeys(s.fold for s in specs):  # a job's folds in turn, each fold's targets together
+        members = [(s, o) for s, o in zip(specs, args.out, strict=True) if s.fold == fold]
+        if train_stacked is not None and stacked.use_stack([s for s, _ in members]):
+            groups.append(members)
+        else:
+            groups += [[member] for member in members]
     for group in groups:
         try:
             with contextlib.ExitStack() as stack:
@@ -633,26 +640,51 @@ def _finish_job(spec: TrainSpec, out: Path, run: runs.JobRun | None, result: dic
     )
 
 
+def job_feature_paths(args: argparse.Namespace, spec: TrainSpec) -> tuple[tuple[Path, Path], ...]:
+    """The (features, index) pair of every fusion branch of ``spec``: ``--features``/``--index`` hold one per
+    branch for every job, or one per branch and job in ``--spec`` order (jobs.group_folds with a backbone's
+    per-fold frozen features); the jobs of one fold must read the same arrays."""
+    n_branches, n_jobs = max(len(spec.branches), 1), len(args.spec)
+    n = len(args.features)
+    if n != len(args.index) or n not in (n_branches, n_branches * n_jobs):
+        raise TrainingError(
+            f"{spec.configuration}: {n} --features and {len(args.index)} --index for {n_branches} "
+            f"modalities and {n_jobs} jobs (give one per modality, or one per modality and job)"
+        )
+    pairs = list(zip(args.features, args.index, strict=True))
+    if n == n_branches:
+        return tuple(pairs)
+    per_job = [tuple(pairs[i * n_branches : (i + 1) * n_branches]) for i in range(n_jobs)]
+    folds = [TrainSpec.from_json(text).fold for text in args.spec]
+    mine = {paths for paths, fold in zip(per_job, folds, strict=True) if fold == spec.fold}
+    if len(mine) != 1:
+        raise TrainingError(f"{spec.configuration} fold {spec.fold}: its jobs name different --features")
+    return mine.pop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_job_arguments(parser)
-    parser.add_argument("--features", type=Path, nargs="+", required=True, help="one per fusion branch")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="one per fusion branch, or one per branch and --spec (folds with their own arrays)",
+    )
     parser.add_argument("--index", type=Path, nargs="+", required=True, help="one per --features")
     args = parser.parse_args(argv)
 
-    loaded: list[np.ndarray] = []  # the features, read once for all the process's jobs
+    loaded: dict[tuple, list[np.ndarray]] = {}  # the latest fold's features, read once for its jobs
 
     def inputs(spec: TrainSpec, table: pd.DataFrame) -> list[np.ndarray]:
-        if len(args.features) != len(args.index) or len(args.features) != max(len(spec.branches), 1):
-            raise TrainingError(
-                f"{spec.configuration}: {len(args.features)} --features and {len(args.index)} --index for "
-                f"{max(len(spec.branches), 1)} modalities"
-            )
-        if not loaded:
-            loaded.extend(load_features(f, i, table) for f, i in zip(args.features, args.index, strict=True))
-        return loaded
+        paths = job_feature_paths(args, spec)
+        if paths not in loaded:
+            loaded.clear()
+            loaded[paths] = [load_features(f, i, table) for f, i in paths]
+        return loaded[paths]
 
     def train(spec: TrainSpec, table: pd.DataFrame) -> dict:
         arrays = inputs(spec, table)

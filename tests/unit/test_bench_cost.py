@@ -70,6 +70,22 @@ def test_each_timnet_of_a_job_pays_its_compile_once(full_config, monkeypatch):
     assert row["cpu_hours"] == pytest.approx(expected)
 
 
+def test_grouped_folds_are_one_job_that_compiles_once(full_config, monkeypatch):
+    only = "face_kpd+lms"
+    monkeypatch.setattr(
+        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold) for fold in range(5)]
+    )
+    timnet = timnet_json()
+    for r in timnet["rows"]:
+        r["ours_first_epoch_extra_s"] = {"88x780": 40.0, "88x24": 30.0}.get(r["shape"], 1000.0)
+    grouped = {**full_config, "jobs": {"group_folds": True}}
+    (row,) = bench_cost.timnet_rows(grouped, timnet, gpu_tflops=10.0)
+    samples = 100 * 5760 + 1440
+    # one job for the 5 folds (5 models), its two TIM-Nets compiled once: 70 s on top, not 5 x 70 s
+    assert row["jobs"] == 1 and row["models"] == 5
+    assert row["cpu_hours"] == pytest.approx((samples * (1 / 100.0 + 1 / 200.0) + 70.0) / 3600)
+
+
 def test_per_clip_rules_scale_the_recorded_run(full_config, tmp_path):
     (tmp_path / "extract_audio").mkdir()
     for i, s in enumerate((3.0, 5.0)):

@@ -170,6 +170,28 @@ def test_cli_trains_a_folds_targets_stacked_with_one_mlflow_run_each(full_config
     assert json.loads((outs[0] / "metrics.json").read_text())["stacked_models"] == 1
 
 
+def test_a_job_of_grouped_folds_stacks_each_folds_targets_apart(full_config, tmp_path):
+    """jobs.group_folds: 2 folds x 2 targets in one process train as two stacks of 2, one per fold, each
+    fold's models as a per-fold job trains them."""
+    inputs = _cli_inputs(tmp_path)
+    keys = [(k, t) for k in (0, 1) for t in ("angry", "sad")]
+    specs = [
+        small_spec(full_config, "binary", t, fold=k, epochs=2, stack_targets="always").to_json()
+        for k, t in keys
+    ]
+    outs = [tmp_path / "together" / f"{t}{k}" for k, t in keys]
+    assert train.main([*inputs, "--spec", *specs, "--out", *map(str, outs)]) == 0
+    alone = [tmp_path / "alone" / o.name for o in outs]
+    for k in (0, 1):
+        mine = [i for i, (fold, _) in enumerate(keys) if fold == k]
+        argv = ["--spec", *(specs[i] for i in mine), "--out", *(str(alone[i]) for i in mine)]
+        assert train.main([*inputs, *argv]) == 0
+    for out, single in zip(outs, alone, strict=True):
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["stacked_models"] == 2
+        assert (out / "predictions.csv").read_text() == (single / "predictions.csv").read_text()
+
+
 def test_cli_stack_failure_fails_every_run_and_writes_nothing(full_config, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ids = runs.init_store(uri, [runs.experiment_name("t", "binary")], tmp_path / "artifacts")

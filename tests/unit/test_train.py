@@ -248,6 +248,51 @@ def test_one_process_trains_several_fold_jobs_as_separate_processes_would(full_c
     assert (together[0] / "predictions.csv").read_text() != (together[1] / "predictions.csv").read_text()
 
 
+def _second_array(tmp_path, seed):
+    """Another features.npy/index.csv pair of the _cli_inputs clips (other values, same layout)."""
+    table = pd.read_csv(tmp_path / "clips.csv")
+    feats, index = tmp_path / f"f{seed}.npy", tmp_path / f"index{seed}.csv"
+    np.save(feats, separable_features(table, seed=seed, frames=16, dims=8))
+    pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))}).to_csv(index, index=False)
+    return str(feats), str(index)
+
+
+def test_a_job_of_grouped_folds_trains_each_fold_on_its_own_arrays_as_a_fold_job_would(full_config, tmp_path):
+    """jobs.group_folds: one process, folds 0 and 1 in turn, each on its own per-fold array (one --features
+    per --spec), gives what two per-fold jobs give."""
+    inputs = _cli_inputs(tmp_path)
+    clips, manifest = inputs[inputs.index("--clips") + 1], inputs[inputs.index("--manifest") + 1]
+    common = ["--clips", clips, "--manifest", manifest]
+    arrays = {0: _second_array(tmp_path, 1), 1: _second_array(tmp_path, 2)}
+    specs = {k: small_spec(full_config, "multiclass", "all", fold=k, epochs=2).to_json() for k in (0, 1)}
+    together = [tmp_path / "together" / f"fold{k}" for k in (0, 1)]
+    argv = [*common, "--spec", specs[0], specs[1], "--out", *map(str, together)]
+    argv += ["--features", arrays[0][0], arrays[1][0], "--index", arrays[0][1], arrays[1][1]]
+    assert train.main(argv) == 0
+    for k, out in zip((0, 1), together, strict=True):
+        alone = tmp_path / "alone" / out.name
+        one = ["--features", arrays[k][0], "--index", arrays[k][1]]
+        assert train.main([*common, *one, "--spec", specs[k], "--out", str(alone)]) == 0
+        assert (out / "predictions.csv").read_text() == (alone / "predictions.csv").read_text()
+        assert json.loads((out / "metrics.json").read_text())["fold"] == k
+    # the two folds are different models on different arrays
+    assert (together[0] / "predictions.csv").read_text() != (together[1] / "predictions.csv").read_text()
+
+
+def test_the_jobs_of_one_fold_must_read_the_same_arrays(full_config, tmp_path, capsys):
+    inputs = _cli_inputs(tmp_path)
+    clips, manifest = inputs[inputs.index("--clips") + 1], inputs[inputs.index("--manifest") + 1]
+    (f1, i1), (f2, i2) = _second_array(tmp_path, 1), _second_array(tmp_path, 2)
+    specs = [small_spec(full_config, "binary", t, epochs=1).to_json() for t in ("angry", "sad")]
+    outs = [str(tmp_path / "out" / t) for t in ("angry", "sad")]
+    argv = ["--clips", clips, "--manifest", manifest, "--spec", *specs, "--out", *outs]
+    assert train.main([*argv, "--features", f1, f2, "--index", i1, i2]) == 1
+    assert "fold 0: its jobs name different --features" in capsys.readouterr().err
+    assert train.main([*argv, "--features", f1, f2, f1, "--index", i1, i2, i1]) == 1
+    assert "3 --features and 3 --index for 1 modalities and 2 jobs" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_each_spec_needs_its_output_folder(full_config, tmp_path, capsys):
     inputs = _cli_inputs(tmp_path)
     specs = [small_spec(full_config, "binary", t, epochs=1).to_json() for t in ("angry", "sad")]

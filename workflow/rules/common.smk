@@ -33,6 +33,13 @@ MLFLOW_INIT = (
     f"--prefix {config['mlflow']['experiment_prefix']}"
 )
 BACKBONE_FEATURES = [k for k, f in registry.FEATURES.items() if f.is_backbone]
+# Folds per training job (config jobs.group_folds): one job per fold, its {fold} wildcard; or one job per
+# configuration and task training every fold in turn, the start-up paid once (the demo).
+GROUP_FOLDS = config["jobs"]["group_folds"]
+JOB_FOLDS = [str(k) for k in FOLDS] if GROUP_FOLDS else ["{fold}"]
+# The part of a training job's log and benchmark paths that names its folds; its runtime scales with them.
+JOB_PART = "folds" if GROUP_FOLDS else "fold{fold}"
+FOLDS_PER_JOB = len(JOB_FOLDS)
 # Frozen per-fold features of the fine-tuned backbones: the edge into multimodal fusion.
 FROZEN = expand(
     "results/features/{feature}/fold{fold}/features.npy",
@@ -55,49 +62,104 @@ def train_metrics():
     return [f"{avcfg.job_dir(*job)}/metrics.json" for job in avcfg.fold_jobs(config)]
 
 
-def configuration_features(wildcards):
-    """The feature arrays TIM-Net trains on, one per modality: an engineered feature's array, or a backbone's
-    frozen per-fold features (multimodal fusion: built from that fold's fine-tuned 8-class backbone).
-    """
-    folders = [
+def job_folds(wildcards):
+    """The folds a training job trains: its {fold} wildcard, or every fold when folds are grouped."""
+    return FOLDS if GROUP_FOLDS else [int(wildcards.fold)]
+
+
+def branch_folders(configuration, fold):
+    """The feature folder of each modality of ``configuration`` in ``fold``: an engineered feature's array,
+    or a backbone's frozen per-fold features (multimodal fusion: built from that fold's fine-tuned 8-class
+    backbone)."""
+    return [
         (
-            f"results/features/{key}/fold{wildcards.fold}"
+            f"results/features/{key}/fold{fold}"
             if registry.get(key).is_backbone
             else f"results/features/{key}"
         )
-        for key in registry.split_configuration(wildcards.configuration)
+        for key in registry.split_configuration(configuration)
     ]
+
+
+def configuration_features(wildcards):
+    """The feature arrays TIM-Net trains on, one per modality and distinct fold folder."""
+    folders = list(
+        dict.fromkeys(
+            folder
+            for fold in job_folds(wildcards)
+            for folder in branch_folders(wildcards.configuration, fold)
+        )
+    )
     return {
         "features": [f"{folder}/features.npy" for folder in folders],
         "index": [f"{folder}/index.csv" for folder in folders],
     }
 
 
+def feature_args(task, name):
+    """avemotion.train's --features (name features.npy) or --index (index.csv) values: one per modality when
+    every fold of the job reads the same arrays, else one per modality and fold job, in --spec order.
+    """
+
+    def args(wildcards):
+        per_fold = [
+            branch_folders(wildcards.configuration, fold)
+            for fold in job_folds(wildcards)
+        ]
+        if len({tuple(folders) for folders in per_fold}) == 1:
+            return [f"{folder}/{name}" for folder in per_fold[0]]
+        n_targets = len(avcfg.targets_of(task))
+        return [
+            f"{folder}/{name}" for folders in per_fold for folder in folders * n_targets
+        ]
+
+    return args
+
+
 def fold_dirs(stage, task):
-    """The output folders of one training job: one per target of ``task`` (wildcards configuration, fold)."""
+    """The output folders of one training job: one per fold and target of ``task`` (wildcard
+    configuration; fold unless folds are grouped), fold by fold."""
     return [
-        f"results/{stage}/{{configuration}}/{task}/{target}/fold{{fold}}"
+        f"results/{stage}/{{configuration}}/{task}/{target}/fold{fold}"
+        for fold in JOB_FOLDS
         for target in avcfg.targets_of(task)
     ]
 
 
+def frozen_outputs(name):
+    """The frozen per-fold features (name features.npy) or index (index.csv) one extract_frozen job writes
+    (wildcard feature; fold unless folds are grouped)."""
+    return [f"results/features/{{feature}}/fold{fold}/{name}" for fold in JOB_FOLDS]
+
+
+def frozen_checkpoints(wildcards):
+    """The fine-tuned 8-class fold models an extract_frozen job encodes with, in frozen_outputs order."""
+    return [
+        f"results/finetune/{wildcards.feature}/multiclass/all/fold{fold}/checkpoint.pt"
+        for fold in job_folds(wildcards)
+    ]
+
+
 def fold_outputs(stage, task):
-    """Every file of one training job, named "<target>_<file stem>" (angry_metrics, all_checkpoint, ...)."""
+    """Every file of one training job, named "<target>_<file stem>" (angry_metrics, all_checkpoint, ...),
+    with "_<fold>" appended when the job trains every fold."""
+    suffix = (lambda folder: f"_{folder[-1]}") if GROUP_FOLDS else (lambda folder: "")
     return {
-        f"{Path(folder).parts[-2]}_{name.split('.')[0]}": f"{folder}/{name}"
+        f"{Path(folder).parts[-2]}_{name.split('.')[0]}{suffix(folder)}": f"{folder}/{name}"
         for folder in fold_dirs(stage, task)
         for name in avcfg.JOB_OUTPUTS
     }
 
 
 def train_specs_json(task):
-    """The TrainSpec JSON of every target of a training job, in fold_dirs order."""
+    """The TrainSpec JSON of every fold and target of a training job, in fold_dirs order."""
 
     def specs(wildcards):
         return [
             avcfg.train_spec(
-                config, wildcards.configuration, task, target, int(wildcards.fold)
+                config, wildcards.configuration, task, target, fold
             ).to_json()
+            for fold in job_folds(wildcards)
             for target in avcfg.targets_of(task)
         ]
 

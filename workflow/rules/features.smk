@@ -44,18 +44,20 @@ rule extract_features:
         " --out {output.features} --index {output.index} > {log} 2>&1"
 
 
+# The frozen features of a fold come from that fold's fine-tuned 8-class backbone; with jobs.group_folds one
+# job encodes every fold in turn.
 rule extract_frozen:
     input:
         unpack(backbone_inputs),
-        checkpoint="results/finetune/{feature}/multiclass/all/fold{fold}/checkpoint.pt",
+        checkpoints=frozen_checkpoints,
         clips="results/clips/clips.csv",
     output:
-        features="results/features/{feature}/fold{fold}/features.npy",
-        index="results/features/{feature}/fold{fold}/index.csv",
+        features=frozen_outputs("features.npy"),
+        index=frozen_outputs("index.csv"),
     log:
-        "logs/extract_frozen/{feature}/fold{fold}.log",
+        f"logs/extract_frozen/{{feature}}/{JOB_PART}.log",
     benchmark:
-        "benchmarks/extract_frozen/{feature}/fold{fold}.tsv"
+        f"benchmarks/extract_frozen/{{feature}}/{JOB_PART}.tsv"
     wildcard_constraints:
         feature="|".join(BACKBONE_FEATURES),
     priority: 10
@@ -64,9 +66,9 @@ rule extract_frozen:
     threads: 1
     resources:
         mem_mb=16000,
-        runtime=120,
+        runtime=120 * FOLDS_PER_JOB,
         gpu=1,
     shell:
         "python -m avemotion.finetune frozen --feature {wildcards.feature}"
-        " --checkpoint {input.checkpoint} --inputs {input.inputs} --clips {input.clips}"
+        " --checkpoint {input.checkpoints} --inputs {input.inputs} --clips {input.clips}"
         " --out {output.features} --index {output.index} --threads {threads} > {log} 2>&1"

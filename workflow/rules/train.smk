@@ -1,6 +1,7 @@
 # One job trains every target of a configuration, task and fold: the 8 one-vs-rest models of a Table 1 fold
 # (train_binary, finetune_binary) share one process's start-up and one read of the inputs; a Table 2 fold
-# (train_multiclass, finetune_multiclass) is one model.
+# (train_multiclass, finetune_multiclass) is one model. With jobs.group_folds (the demo) one job trains every
+# fold of its configuration and task in turn: log and benchmark paths then end in folds.log/folds.tsv.
 
 
 rule train_binary:
@@ -11,23 +12,25 @@ rule train_binary:
     output:
         **fold_outputs("train", "binary"),
     log:
-        "logs/train_binary/{configuration}/fold{fold}.log",
+        f"logs/train_binary/{{configuration}}/{JOB_PART}.log",
     benchmark:
-        "benchmarks/train_binary/{configuration}/fold{fold}.tsv"
+        f"benchmarks/train_binary/{{configuration}}/{JOB_PART}.tsv"
     conda:
         "../../envs/avemotion.yaml"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=240,
+        runtime=240 * FOLDS_PER_JOB,
     params:
         specs=train_specs_json("binary"),
+        features=feature_args("binary", "features.npy"),
+        index=feature_args("binary", "index.csv"),
         out=fold_dirs("train", "binary"),
         uri=MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
     shell:
-        "python -m avemotion.train --spec {params.specs:q} --features {input.features}"
-        " --index {input.index} --clips {input.clips} --manifest {input.manifest}"
+        "python -m avemotion.train --spec {params.specs:q} --features {params.features}"
+        " --index {params.index} --clips {input.clips} --manifest {input.manifest}"
         " --out {params.out} --threads {threads} --tracking-uri {params.uri:q}"
         " --experiment-prefix {params.prefix} > {log} 2>&1"
 
@@ -36,14 +39,16 @@ use rule train_binary as train_multiclass with:
     output:
         **fold_outputs("train", "multiclass"),
     log:
-        "logs/train_multiclass/{configuration}/fold{fold}.log",
+        f"logs/train_multiclass/{{configuration}}/{JOB_PART}.log",
     benchmark:
-        "benchmarks/train_multiclass/{configuration}/fold{fold}.tsv"
+        f"benchmarks/train_multiclass/{{configuration}}/{JOB_PART}.tsv"
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=120 * FOLDS_PER_JOB,
     params:
         specs=train_specs_json("multiclass"),
+        features=feature_args("multiclass", "features.npy"),
+        index=feature_args("multiclass", "index.csv"),
         out=fold_dirs("train", "multiclass"),
         uri=MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
@@ -57,9 +62,9 @@ rule finetune_binary:
     output:
         **fold_outputs("finetune", "binary"),
     log:
-        "logs/finetune_binary/{configuration}/fold{fold}.log",
+        f"logs/finetune_binary/{{configuration}}/{JOB_PART}.log",
     benchmark:
-        "benchmarks/finetune_binary/{configuration}/fold{fold}.tsv"
+        f"benchmarks/finetune_binary/{{configuration}}/{JOB_PART}.tsv"
     wildcard_constraints:
         configuration="|".join(BACKBONE_FEATURES),
     conda:
@@ -70,7 +75,7 @@ rule finetune_binary:
     # and stays under common 48 h partition limits.
     resources:
         mem_mb=16000,
-        runtime=1440,
+        runtime=1440 * FOLDS_PER_JOB,
         gpu=1,
     params:
         specs=train_specs_json("binary"),
@@ -89,13 +94,13 @@ use rule finetune_binary as finetune_multiclass with:
     output:
         **fold_outputs("finetune", "multiclass"),
     log:
-        "logs/finetune_multiclass/{configuration}/fold{fold}.log",
+        f"logs/finetune_multiclass/{{configuration}}/{JOB_PART}.log",
     benchmark:
-        "benchmarks/finetune_multiclass/{configuration}/fold{fold}.tsv"
+        f"benchmarks/finetune_multiclass/{{configuration}}/{JOB_PART}.tsv"
     priority: 10
     resources:
         mem_mb=16000,
-        runtime=600,
+        runtime=600 * FOLDS_PER_JOB,
         gpu=1,
     params:
         specs=train_specs_json("multiclass"),
