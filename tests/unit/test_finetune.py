@@ -1,6 +1,7 @@
 """Backbones fine-tuned under TIM-Net and their frozen features, on tiny randomly initialised backbones."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -194,6 +195,53 @@ def test_frozen_features_leave_the_weights_untouched():
         encoder, patches_of(3, frames=paper.N_FRAMES, views=1), 3, torch.device("cpu")
     )
     np.testing.assert_allclose(out, again, rtol=1e-5, atol=1e-5)  # batch size does not matter in eval mode
+
+
+def test_frozen_cli_encodes_each_fold_with_its_own_checkpoint_as_one_fold_jobs_would(tmp_path, capsys):
+    """extract_frozen with jobs.group_folds: one process, one --checkpoint/--out/--index per fold."""
+    table = _clip_table([2, 3], 2)
+    table.to_csv(tmp_path / "clips.csv", index=False)
+    audio = np.random.default_rng(0).normal(0, 0.1, (len(table), paper.N_SAMPLES)).astype(np.float32)
+    inputs = []
+    for actor in (2, 3):
+        mine = (table["actor"] == actor).to_numpy()
+        inputs.append(str(tmp_path / f"Actor_{actor:02d}.npz"))
+        np.savez(inputs[-1], clips=table["clip"].to_numpy(dtype=str)[mine], audio=audio[mine])
+    checkpoints = []
+    for fold, test_actor in ((0, 2), (1, 3)):
+        spec = C.TrainSpec(
+            **{**_tiny_spec().__dict__, "configuration": "wav2vec2_large", "scales": 8, "backbone": TINY_W2V,
+               "fold": fold, "test_actors": (test_actor,), "epochs": 1, "seed": fold}
+        )  # fmt: skip
+        torch.manual_seed(spec.seed)
+        encoder = finetune.build_encoder("wav2vec2_large", TINY_W2V)
+        result = train.train_job(spec, table, finetune.backbones.speech_input(audio), backbone=encoder)
+        checkpoints.append(str(tmp_path / f"checkpoint{fold}.pt"))
+        torch.save(result["checkpoint"], checkpoints[-1])
+    common = [
+        "frozen",
+        "--feature",
+        "wav2vec2_large",
+        "--inputs",
+        *inputs,
+        "--clips",
+        str(tmp_path / "clips.csv"),
+    ]
+    outs = [str(tmp_path / "together" / f"fold{k}.npy") for k in (0, 1)]
+    index = [str(tmp_path / "together" / f"index{k}.csv") for k in (0, 1)]
+    assert finetune.main([*common, "--checkpoint", *checkpoints, "--out", *outs, "--index", *index]) == 0
+    for k in (0, 1):
+        alone, alone_index = tmp_path / f"alone{k}.npy", tmp_path / f"alone_index{k}.csv"
+        argv = [*common, "--checkpoint", checkpoints[k], "--out", str(alone), "--index", str(alone_index)]
+        assert finetune.main(argv) == 0
+        assert np.array_equal(np.load(outs[k]), np.load(alone)) and np.load(alone).shape == (4, 146, 16)
+        assert Path(index[k]).read_text() == alone_index.read_text()
+    assert not np.allclose(np.load(outs[0]), np.load(outs[1]))  # each fold's own backbone
+    # one --out per --checkpoint, or nothing is written
+    missing = tmp_path / "short.npy"
+    argv = [*common, "--checkpoint", *checkpoints, "--out", str(missing), "--index", *index]
+    assert finetune.main(argv) == 1
+    assert "2 --checkpoint, 1 --out and 2 --index values" in capsys.readouterr().err and not missing.exists()
 
 
 def test_a_missing_weight_is_a_clear_error_and_no_output_is_written(full_config, tmp_path, capsys):

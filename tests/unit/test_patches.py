@@ -6,6 +6,8 @@ the failures (face lost too long, tracking missing) leaving nothing behind."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -154,6 +156,25 @@ def test_resize_patch_matches_torch_interpolate() -> None:
     assert np.abs(got - ref).max() <= 1
     assert (patches.resize_patch(np.full((720, 720, 3), 77, np.uint8), 224) == 77).all()
     np.testing.assert_array_equal(patches.resize_patch(patch[:64, :64], 64), patch[:64, :64])
+
+
+def test_resize_patch_is_torchvisions_resize_byte_for_byte() -> None:
+    """The patches of earlier runs (torchvision's resize) and ours are the same bytes, down and up."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    rng = np.random.default_rng(1)
+    for shape, size in (((110, 180, 3), 64), ((300, 300, 3), 24), ((400, 260, 3), 224), ((50, 70, 3), 224)):
+        patch = rng.integers(0, 256, shape, dtype=np.uint8)
+        image = torch.from_numpy(patch).permute(2, 0, 1)
+        ref = TF.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        np.testing.assert_array_equal(patches.resize_patch(patch, size), ref.permute(1, 2, 0).numpy())
+
+
+def test_the_patch_module_does_not_import_torchvision() -> None:
+    code = "import sys, avemotion.patches; print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # --------------------------------------------------------------------------------------------- storage

@@ -71,7 +71,8 @@ def project_with_corrupt_archive(demo_project: Path, folder: Path) -> Path:
 def small_config(**data_changes) -> dict:
     """The full config reduced to 4 actors in 2 folds, 8 clips per actor, a tiny TIM-Net, the LMS and Face KPD
     experiments plus two fine-tuned 8-class backbones (Eyes ResNet, Wav2Vec2-L: the demo's tiny random ones),
-    two fusions of them (Eyes ResNet + LMS, Face KPD + Wav2Vec2-L), and the demo's tracker (MediaPipe)."""
+    two fusions of them (Eyes ResNet + LMS, Face KPD + Wav2Vec2-L), and the demo's tracker (MediaPipe) and
+    job grouping (one training job per configuration and task for both folds)."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["data"].update(
         {
@@ -111,6 +112,7 @@ def small_config(**data_changes) -> dict:
         ],
     }
     config["tracking"]["backend"] = "mediapipe"
+    config["jobs"]["group_folds"] = True
     return config
 
 

@@ -70,23 +70,30 @@ def test_dry_run_of_the_demo_lists_both_complete_tables(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     # The full reproduction's DAG on 12 actors, with the demo data generated instead of downloaded and the
-    # tiny random backbones built instead of prefetched: 9 Table 1 rows x 5 folds, 23 Table 2 cells x 5 folds.
+    # tiny random backbones built instead of prefetched: 9 Table 1 rows, 23 Table 2 cells, each one job that
+    # trains its 5 folds in turn (jobs.group_folds), as are the 4 frozen-feature extractions.
     assert counts["make_demo_archives"] == 1 and "download_tracking" not in counts
     assert "prefetch_backbone" not in counts
-    assert counts["train_binary"] + counts["finetune_binary"] == 9 * 5
-    assert counts["train_multiclass"] + counts["finetune_multiclass"] == 23 * 5
+    assert counts["train_binary"] + counts["finetune_binary"] == 9
+    assert counts["train_multiclass"] + counts["finetune_multiclass"] == 23
     # 12 actors (demo.yaml): one extraction, audio, tracking and patch job each
-    assert counts["extract_frozen"] == 4 * 5 and counts["extract_openface"] == counts["crop_patches"] == 12
-    assert counts["total"] == 251
+    assert counts["extract_frozen"] == 4 and counts["extract_openface"] == counts["crop_patches"] == 12
+    assert counts["total"] == 107
+    # one job's outputs: every fold's folder
+    command = next(
+        line for line in result.stdout.splitlines() if "avemotion.train" in line and "/lms/binary/" in line
+    )
+    assert all(f"results/train/lms/binary/{t}/fold{k}" in command for t in paper.CLASSES for k in range(5))
 
 
 def test_demo_subset_runs_from_archives_to_tables(demo_run):
     project, result = demo_run
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["train_binary"] == 2 * 2 and counts["extract_openface"] == 4
-    assert counts["train_multiclass"] == (2 + 2) * 2  # LMS, Face KPD and the two fusions
-    assert counts["crop_patches"] == 4 and counts["finetune_multiclass"] == 2 * 2
-    assert "finetune_binary" not in counts and counts["extract_frozen"] == 4
+    # one job per configuration and task for both folds (jobs.group_folds)
+    assert counts["train_binary"] == 2 and counts["extract_openface"] == 4
+    assert counts["train_multiclass"] == 2 + 2  # LMS, Face KPD and the two fusions
+    assert counts["crop_patches"] == 4 and counts["finetune_multiclass"] == 2
+    assert "finetune_binary" not in counts and counts["extract_frozen"] == 2
     t1 = pd.read_csv(project / "results/tables/table1.csv")
     lms = t1[t1.configuration == "lms"]
     run = t1.configuration.isin(["lms", "face_kpd"])
