@@ -55,31 +55,30 @@ def test_a_fusion_configuration_costs_the_sum_of_its_branches(full_config, monke
     assert row["cpu_hours"] == pytest.approx(samples * (1 / 100.0 + 1 / 200.0) / 3600)
 
 
-def test_each_timnet_of_a_job_pays_its_compile_once(full_config, monkeypatch):
-    only = "face_kpd+lms"
+def compiling_fusion_row(config: dict, monkeypatch) -> dict:
+    """The train_multiclass row of Face KPD + LMS alone (5 folds), its branches compiling in 40 and 30 s."""
     monkeypatch.setattr(
-        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold) for fold in range(5)]
+        bench_cost.avcfg,
+        "training_jobs",
+        lambda config: [("face_kpd+lms", "multiclass", k) for k in range(5)],
     )
     timnet = timnet_json()
     for r in timnet["rows"]:
         r["ours_first_epoch_extra_s"] = {"88x780": 40.0, "88x24": 30.0}.get(r["shape"], 1000.0)
-    (row,) = bench_cost.timnet_rows(full_config, timnet, gpu_tflops=10.0)
+    (row,) = bench_cost.timnet_rows(config, timnet, gpu_tflops=10.0)
+    return row
+
+
+def test_each_timnet_of_a_job_pays_its_compile_once(full_config, monkeypatch):
+    row = compiling_fusion_row(full_config, monkeypatch)
     samples = 100 * 5760 + 1440
     # 5 jobs, each compiling its two branches' TIM-Nets once: 5 x (40 + 30) s on top.
-    expected = (samples * (1 / 100.0 + 1 / 200.0) + 5 * 70.0) / 3600
-    assert row["cpu_hours"] == pytest.approx(expected)
+    assert row["jobs"] == 5
+    assert row["cpu_hours"] == pytest.approx((samples * (1 / 100.0 + 1 / 200.0) + 5 * 70.0) / 3600)
 
 
 def test_grouped_folds_are_one_job_that_compiles_once(full_config, monkeypatch):
-    only = "face_kpd+lms"
-    monkeypatch.setattr(
-        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold) for fold in range(5)]
-    )
-    timnet = timnet_json()
-    for r in timnet["rows"]:
-        r["ours_first_epoch_extra_s"] = {"88x780": 40.0, "88x24": 30.0}.get(r["shape"], 1000.0)
-    grouped = {**full_config, "jobs": {"group_folds": True}}
-    (row,) = bench_cost.timnet_rows(grouped, timnet, gpu_tflops=10.0)
+    row = compiling_fusion_row({**full_config, "jobs": {"group_folds": True}}, monkeypatch)
     samples = 100 * 5760 + 1440
     # one job for the 5 folds (5 models), its two TIM-Nets compiled once: 70 s on top, not 5 x 70 s
     assert row["jobs"] == 1 and row["models"] == 5
