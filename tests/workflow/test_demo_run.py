@@ -24,9 +24,11 @@ def test_demo_profile_every_feature_learns_above_chance(tmp_path):
     targets = [f"{avcfg.job_dir(f, 'multiclass', 'all', k)}/metrics.json" for f in FEATURES for k in folds[f]]
     # One job per fold here (make demo groups the folds: jobs.group_folds), so that asking for 2 backbone
     # folds trains 2, not 5.
-    per_fold = ("--config", "jobs={group_folds: false}")
+    # (an overlay on the demo's: --config would give the boolean as the string "false")
+    (project / "per_fold.yaml").write_text("jobs:\n  group_folds: false\n")
+    per_fold = ("--configfile", "workflow/profiles/demo/demo.yaml", "per_fold.yaml")
     result = snakemake(
-        project, "--workflow-profile", "workflow/profiles/demo", *per_fold, *targets, timeout=2400
+        project, "--workflow-profile", "workflow/profiles/demo", *targets, *per_fold, timeout=2400
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert FEATURES == [
