@@ -12,7 +12,13 @@ Design points, measured with mlflow 3.17:
 - One visible run per job: each run carries the tag ``avemotion.job`` (table/configuration/task/target/fold);
   when a job finishes, older runs with the same tag (a killed earlier attempt, a forced rerun) are deleted
   (soft delete: ``mlflow gc`` purges, the UI's "deleted" filter shows them). A job that raises ends its run
-  FAILED.
+  FAILED, one stopped by SIGTERM (Snakemake, SLURM) KILLED. A job killed outright (SIGKILL, the OOM killer,
+  a node that dies) cannot end its run: it stays RUNNING until the next attempt of that job, or the next
+  workflow start (:func:`init_store`), marks it KILLED (tag ``avemotion.reaped``). No job of a workflow runs
+  before its onstart, and Snakemake never runs one job twice at once, so a RUNNING run found then is dead.
+- Credentials never go into the tracking URI (it is written into every job's command line and log): a URI
+  with ``user:password@`` is refused; MLflow reads MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or
+  MLFLOW_TRACKING_TOKEN from the environment instead.
 - One parent run per table configuration (:func:`log_parents`, after the tables are built): it holds the
   configuration's aggregated metrics (the tables' mean, std, pooled, paper, difference) and its fold runs get
   the tag ``mlflow.parentRunId``, which the MLflow UI reads to nest them under it. Each aggregation creates
@@ -36,6 +42,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +79,17 @@ def tracking_uri(configured: str | None, root: Path) -> str:
     same store on the shared filesystem.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    if uri and urllib.parse.urlsplit(uri).password is not None:
+        source = (
+            "MLFLOW_TRACKING_URI"
+            if os.environ.get("MLFLOW_TRACKING_URI")
+            else "config key mlflow.tracking_uri"
+        )
+        raise TrackingError(
+            f"{source} holds a password, which would be written into every job's command line and log: "
+            "remove 'user:password@' from it and export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(or MLFLOW_TRACKING_TOKEN) instead"
+        )
     if not uri:
         return f"sqlite:///{(root / DEFAULT_STORE / 'mlflow.db').resolve()}"
     if uri.startswith("file:") and not uri.startswith("file://"):
@@ -110,8 +128,27 @@ def _experiment_id(client, uri: str, experiment: str) -> str:
     return found.experiment_id
 
 
+REAPED_TAG = "avemotion.reaped"
+
+
+def reap(client, experiment_id: str, job_key: str | None = None) -> int:
+    """Mark KILLED the RUNNING job runs (of ``job_key``, or every job) of an experiment: runs whose process
+    died without ending them. Returns how many."""
+    found = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10000
+    )
+    dead = [
+        r for r in found if JOB_TAG in r.data.tags and (job_key is None or r.data.tags[JOB_TAG] == job_key)
+    ]
+    for run in dead:
+        client.set_tag(run.info.run_id, REAPED_TAG, "its process died without ending the run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(dead)
+
+
 def init_store(uri: str, names: list[str], artifacts: Path) -> dict[str, str]:
-    """Create the store (if new) and each experiment (if missing), once, before any job; name -> id."""
+    """Create the store (if new) and each experiment (if missing), once, before any job; name -> id. Runs an
+    earlier, killed workflow left RUNNING are marked KILLED (:func:`reap`)."""
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = _client(uri)
@@ -125,6 +162,7 @@ def init_store(uri: str, names: list[str], artifacts: Path) -> dict[str, str]:
             if experiment.lifecycle_stage == "deleted":
                 client.restore_experiment(experiment.experiment_id)
             ids[name] = experiment.experiment_id
+            reap(client, ids[name])
     return ids
 
 
@@ -181,6 +219,7 @@ def job_run(uri: str, experiment: str, job_key: str, run_name: str, tags: dict[s
     error. Raises TrackingError when the experiment was not created beforehand."""
     client = _client(uri)
     experiment_id = _experiment_id(client, uri, experiment)
+    reap(client, experiment_id, job_key)  # an earlier attempt of this job that was killed outright
     run = client.create_run(experiment_id, run_name=run_name, tags={JOB_TAG: job_key, **tags})
     run_id = run.info.run_id
     try:
@@ -362,7 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     parents.add_argument("--table2", type=Path, required=True, help="long-form table2.csv (avemotion.tables)")
     parents.add_argument("--out", type=Path, required=True, help="JSON of the parent run ids")
     args = parser.parse_args(argv)
-    uri = tracking_uri(args.uri, args.root)
+    try:
+        uri = tracking_uri(args.uri, args.root)
+    except TrackingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.command == "parents":
         return _main_parents(args, uri)
     names = [experiment_name(args.prefix, task) for task in EXPERIMENTS]

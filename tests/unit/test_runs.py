@@ -2,6 +2,9 @@ import json
 import math
 import multiprocessing as mp
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -118,6 +121,55 @@ def test_failed_and_killed_runs_are_marked(store):
     with runs.job_run(uri, "t/table1-binary", "job-f", "F", {}):
         pass
     assert [r.info.status for r in active_runs(uri, ids["t/table1-binary"], "job-f")] == ["FINISHED"]
+
+
+def test_a_run_whose_process_died_is_marked_killed_by_the_jobs_next_attempt(store):
+    uri, ids, _ = store
+    client, experiment = MlflowClient(uri), ids["t/table1-binary"]
+    # what a job killed outright leaves: its run RUNNING (nothing in the process could end it)
+    dead = client.create_run(experiment, tags={runs.JOB_TAG: "job-d"}).info.run_id
+    other = client.create_run(experiment, tags={runs.JOB_TAG: "job-e"}).info.run_id
+    with runs.job_run(uri, "t/table1-binary", "job-d", "D", {}):
+        assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(dead).data.tags[runs.REAPED_TAG]
+    assert client.get_run(dead).info.lifecycle_stage == "deleted"  # replaced by the finished attempt
+    assert [r.info.status for r in active_runs(uri, experiment, "job-d")] == ["FINISHED"]
+    assert client.get_run(other).info.status == "RUNNING"  # another job's run is not this job's business
+
+
+def test_a_sigkilled_jobs_run_is_marked_killed_when_the_workflow_starts_again(store):
+    uri, ids, tmp_path = store
+    code = (
+        "import sys, time\n"
+        "from avemotion import runs\n"
+        "with runs.job_run(sys.argv[1], 't/table2-multiclass', 'job-s', 'S', {}):\n"
+        "    print('running', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    job = subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, text=True)
+    try:
+        assert job.stdout.readline().strip() == "running"
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=60)
+    (run,) = active_runs(uri, ids["t/table2-multiclass"], "job-s")
+    assert run.info.status == "RUNNING"
+    runs.init_store(uri, list(ids), tmp_path / "artifacts")  # the workflow's onstart
+    (run,) = active_runs(uri, ids["t/table2-multiclass"], "job-s")
+    assert run.info.status == "KILLED" and run.data.tags[runs.REAPED_TAG]
+
+
+def test_a_password_in_the_tracking_uri_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(runs.TrackingError, match=r"config key mlflow\.tracking_uri holds a password"):
+        runs.tracking_uri("https://me:s3cret@mlflow.example.org", tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://me:s3cret@127.0.0.1:5000")
+    assert runs.main(["init", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "MLFLOW_TRACKING_URI holds a password" in err and "MLFLOW_TRACKING_PASSWORD" in err
+    assert "s3cret" not in err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org")  # no userinfo: fine
+    assert runs.tracking_uri(None, tmp_path) == "https://mlflow.example.org"
 
 
 def test_missing_experiment_is_a_clear_error(store):
