@@ -92,11 +92,30 @@ def tracking_uri(configured: str | None, root: Path) -> str:
         )
     if not uri:
         return f"sqlite:///{(root / DEFAULT_STORE / 'mlflow.db').resolve()}"
+    return absolute_uri(uri, root)
+
+
+def absolute_uri(uri: str, root: Path) -> str:
+    """A file store or SQLite URI with a relative path made absolute against ``root``; others unchanged."""
     if uri.startswith("file:") and not uri.startswith("file://"):
         return (root / uri.removeprefix("file:")).resolve().as_uri()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
     return uri
+
+
+def relative_uri(uri: str, root: Path) -> str:
+    """The inverse of :func:`absolute_uri` for a store inside ``root``: what the rules pass to their jobs
+    (which run in the project folder and resolve it there), so that a project moved or copied elsewhere does
+    not see every training job's parameters change and retrain. Stores outside ``root`` stay absolute."""
+    root = root.resolve()
+    if uri.startswith("sqlite:////"):
+        scheme, path = "sqlite:///", Path(uri.removeprefix("sqlite:///"))
+    elif uri.startswith("file:///"):
+        scheme, path = "file:", Path(urllib.parse.unquote(uri.removeprefix("file://")))
+    else:
+        return uri
+    return f"{scheme}{path.relative_to(root).as_posix()}" if path.is_relative_to(root) else uri
 
 
 def artifact_root(root: Path) -> Path:

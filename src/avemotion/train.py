@@ -564,6 +564,8 @@ def run_jobs(
     if len(args.spec) != len(args.out):
         print(f"error: {len(args.spec)} --spec values but {len(args.out)} --out folders", file=sys.stderr)
         return 1
+    if args.tracking_uri:  # a store inside the project comes relative to it (the job's working directory)
+        args.tracking_uri = runs.absolute_uri(args.tracking_uri, Path.cwd())
     table = pd.read_csv(args.clips)
     data_sha256 = json.loads(args.manifest.read_text())["sha256"] if args.tracking_uri else None
     specs = [TrainSpec.from_json(text) for text in args.spec]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +159,25 @@ def test_rgb_frames_equal_pyav_per_frame_conversion(tmp_path):
         got = list(io.rgb_frames(container.decode(video=0)))
     assert len(got) == 5 and all(g.shape == (48, 64, 3) and g.dtype == np.uint8 for g in got)
     assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write_of_that_file(tmp_path):
+    """SIGKILL mid-write leaves ``.name.XXXX.tmp``; the next write of ``name`` removes it, not others'."""
+    code = (
+        "import os, sys\n"
+        "from avemotion.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half')\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    target = tmp_path / "features.npy"
+    died = subprocess.run([sys.executable, "-c", code, str(target)])
+    assert died.returncode == -9
+    (stale,) = tmp_path.glob(".features.npy.*.tmp")
+    assert not target.exists()
+    other = tmp_path / ".index.csv.abc.tmp"  # another output's writer: not ours to remove
+    other.write_text("x")
+    io.atomic_save_npy(target, np.arange(3))
+    assert not stale.exists() and other.exists()
+    assert np.load(target).tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.csv.abc.tmp", "features.npy"]

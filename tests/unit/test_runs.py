@@ -63,6 +63,23 @@ def test_relative_stores_are_made_absolute_against_the_project(monkeypatch, tmp_
     assert runs.tracking_uri("sqlite:////srv/m.db", tmp_path) == "sqlite:////srv/m.db"
 
 
+def test_a_store_inside_the_project_is_passed_to_jobs_relative_to_it(tmp_path):
+    """The rules pass a project-relative URI (a moved or copied project keeps its jobs' parameters); each job
+    makes it absolute against its working directory, the project."""
+    inside = [f"sqlite:///{tmp_path}/results/mlflow/mlflow.db", (tmp_path / "results" / "my runs").as_uri()]
+    assert [runs.relative_uri(u, tmp_path) for u in inside] == [
+        "sqlite:///results/mlflow/mlflow.db",
+        "file:results/my runs",
+    ]
+    assert [runs.absolute_uri(runs.relative_uri(u, tmp_path), tmp_path) for u in inside] == inside
+    elsewhere = tmp_path.parent / "elsewhere"
+    assert runs.absolute_uri("sqlite:///results/mlflow/mlflow.db", elsewhere) == (
+        f"sqlite:///{elsewhere}/results/mlflow/mlflow.db"
+    )
+    for outside in ("sqlite:////srv/m.db", "file:///srv/mlruns", "http://127.0.0.1:5000"):
+        assert runs.relative_uri(outside, tmp_path) == outside
+
+
 def test_a_file_store_is_opened_without_the_opt_in_variable(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     uri = runs.tracking_uri("file:mlruns", tmp_path)

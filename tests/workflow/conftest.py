@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import yaml
 
 from avemotion import config as avcfg
@@ -126,12 +125,3 @@ def snakemake(project: Path, *args: str, timeout: float = 900) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
-    """One complete small demo run shared by the tests that inspect its results."""
-    project = project_with(tmp_path_factory.mktemp("demo") / "project", small_config())
-    result = snakemake(project)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return project, result

@@ -143,7 +143,7 @@ rule log_parent_runs:
         mem_mb=1000,
         runtime=10,
     params:
-        uri=MLFLOW_URI,
+        uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
     shell:
         "python -m avemotion.runs parents --uri {params.uri:q} --prefix {params.prefix}"

@@ -28,6 +28,9 @@ FEATURE_SOURCES = {
     "patches": "results/patches/Actor_{actor}",
 }
 MLFLOW_URI = runs.tracking_uri(config["mlflow"]["tracking_uri"], Path.cwd())
+# What the training rules pass: relative to the project folder (their jobs run there and resolve it), so a
+# project moved or copied elsewhere does not see every training job's parameters change and retrain.
+JOB_MLFLOW_URI = runs.relative_uri(MLFLOW_URI, Path.cwd())
 MLFLOW_INIT = (
     f"python -m avemotion.runs init --uri '{MLFLOW_URI}' "
     f"--prefix {config['mlflow']['experiment_prefix']}"

@@ -26,7 +26,7 @@ rule train_binary:
         features=feature_args("binary", "features.npy"),
         index=feature_args("binary", "index.csv"),
         out=fold_dirs("train", "binary"),
-        uri=MLFLOW_URI,
+        uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
     shell:
         "python -m avemotion.train --spec {params.specs:q} --features {params.features}"
@@ -50,7 +50,7 @@ use rule train_binary as train_multiclass with:
         features=feature_args("multiclass", "features.npy"),
         index=feature_args("multiclass", "index.csv"),
         out=fold_dirs("train", "multiclass"),
-        uri=MLFLOW_URI,
+        uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
 
 
@@ -80,7 +80,7 @@ rule finetune_binary:
     params:
         specs=train_specs_json("binary"),
         out=fold_dirs("finetune", "binary"),
-        uri=MLFLOW_URI,
+        uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
     shell:
         "python -m avemotion.finetune train --spec {params.specs:q} --inputs {input.inputs}"
@@ -105,5 +105,5 @@ use rule finetune_binary as finetune_multiclass with:
     params:
         specs=train_specs_json("multiclass"),
         out=fold_dirs("finetune", "multiclass"),
-        uri=MLFLOW_URI,
+        uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
