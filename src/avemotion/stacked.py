@@ -148,7 +148,7 @@ def fit(
     Returns per model its history, its best state (a ``TIMNetClassifier`` state dict) and best epoch. The
     batches, the loss of each model and the Adam update are those of ``train.fit`` for that model alone.
     """
-    from avemotion.train import TrainingError, adam
+    from avemotion.train import NonFiniteLoss, adam, nonfinite_diagnostic, nonfinite_message
 
     device = next(model.parameters()).device
     k_models, n = ys.shape
@@ -172,10 +172,11 @@ def fit(
             values = losses.detach().cpu().tolist()
             bad = [t for t, v in zip(targets, values, strict=True) if not math.isfinite(v)]
             if bad:
-                raise TrainingError(
-                    f"non-finite training loss at epoch {epoch} for target(s) {bad}; lower the learning "
-                    f"rate (training.hyperparameters.{spec.configuration}.{spec.task}.learning_rate)"
-                )
+                step = start // spec.batch_size + 1
+                done = dict(zip(targets, histories, strict=True))
+                found = nonfinite_diagnostic(model, x[batch], values, epoch, step, batch, done)
+                found["targets"] = targets
+                raise NonFiniteLoss(nonfinite_message(spec, found, bad), found)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # d(sum)/d(model k's weights) = d(loss k)/d(model k's weights)
             opt.step()

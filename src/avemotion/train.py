@@ -53,6 +53,70 @@ class TrainingError(RuntimeError):
     """Training cannot go on (bad inputs, non-finite loss); the message says what and where."""
 
 
+class NonFiniteLoss(TrainingError):
+    """The training loss became NaN or infinite; ``diagnostic`` holds what the job saves for a post-mortem
+    (``--diagnostic``): where it happened, the batch, its inputs, the parameters and the history so far."""
+
+    def __init__(self, message: str, diagnostic: dict):
+        super().__init__(message)
+        self.diagnostic = diagnostic
+
+
+def nonfinite_diagnostic(
+    model: torch.nn.Module,
+    inputs: Inputs,
+    losses: list[float],
+    epoch: int,
+    step: int,
+    batch: torch.Tensor,
+    history: list[dict] | dict[str, list[dict]],
+) -> dict:
+    """The facts of a non-finite loss: epoch and step, the loss value(s), the batch's rows of the training
+    set, per input the count of non-finite values and the largest finite magnitude, the parameters that
+    already hold non-finite values and the largest parameter magnitude, and the finished epochs' history."""
+    tensors = inputs if isinstance(inputs, list) else [inputs]
+    finite_max = []
+    for t in tensors:
+        finite = t[torch.isfinite(t)]
+        finite_max.append(float(finite.abs().max()) if finite.numel() else None)
+    return {
+        "epoch": epoch,
+        "step": step,
+        "loss": [str(v) for v in losses],  # "nan", "inf": JSON has no such numbers
+        "batch_rows": batch.tolist(),
+        "inputs_non_finite": [int((~torch.isfinite(t)).sum()) for t in tensors],
+        "inputs_max_abs_finite": finite_max,
+        "parameters_non_finite": [
+            name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())
+        ],
+        "parameters_max_abs": max(float(p.detach().abs().max()) for p in model.parameters()),
+        "history": history,
+    }
+
+
+def nonfinite_message(spec: TrainSpec, diagnostic: dict, targets: list[str]) -> str:
+    """What went wrong, where, and what to do: non-finite inputs point at their features, finite ones at the
+    learning rate."""
+    if any(diagnostic["inputs_non_finite"]):
+        advice = (
+            f"the batch's inputs hold {sum(diagnostic['inputs_non_finite'])} non-finite values: rebuild the "
+            f"features of {spec.configuration} (snakemake --forcerun extract_features)"
+        )
+    else:
+        advice = (
+            "the inputs are finite: lower the learning rate "
+            f"(training.hyperparameters.{spec.configuration}.{spec.task}.learning_rate)"
+        )
+    where = f"{spec.configuration} {spec.task} fold {spec.fold}"
+    if spec.task == "binary":
+        where += f" ({', '.join(targets)})"
+    values = [v for v in diagnostic["loss"] if not math.isfinite(float(v))]
+    return (
+        f"non-finite training loss ({', '.join(values)}) in {where} at epoch "
+        f"{diagnostic['epoch']}, step {diagnostic['step']}; {advice}"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 
@@ -248,10 +312,9 @@ def fit(
                 logits = model(xb)
             loss = loss_fn(logits.float(), yb, spec, weights)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"non-finite training loss ({loss.item()}) at epoch {epoch}; lower the learning rate "
-                    f"(training.hyperparameters.{spec.configuration}.{spec.task}.learning_rate)"
-                )
+                step = start // spec.batch_size + 1
+                found = nonfinite_diagnostic(model, xb, [loss.item()], epoch, step, batch, history)
+                raise NonFiniteLoss(nonfinite_message(spec, found, [spec.target]), found)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -544,6 +607,12 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI; omit to not track")
     parser.add_argument("--experiment-prefix", default="avemotion")
+    parser.add_argument(
+        "--diagnostic",
+        type=Path,
+        default=None,
+        help="where a non-finite loss leaves its diagnostic (JSON; removed when the job next succeeds)",
+    )
 
 
 def run_jobs(
@@ -586,10 +655,32 @@ def run_jobs(
                     results = train_stacked([s for s, _ in group], table)
                 for (spec, out), run, result in zip(group, tracked, results, strict=True):
                     _finish_job(spec, out, run, result)
+        except NonFiniteLoss as e:
+            if args.diagnostic is not None:
+                save_diagnostic(args.diagnostic, e.diagnostic, group[0][0], table)
+                print(f"error: {e} (diagnostic: {args.diagnostic})", file=sys.stderr)
+            else:
+                print(f"error: {e}", file=sys.stderr)
+            return 1
         except (TrainingError, runs.TrackingError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    if args.diagnostic is not None:
+        args.diagnostic.unlink(missing_ok=True)  # an earlier attempt's: this one trained
     return 0
+
+
+def save_diagnostic(path: Path, diagnostic: dict, spec: TrainSpec, table: pd.DataFrame) -> None:
+    """A non-finite loss's diagnostic as JSON, with the job's identity and the names of the batch's clips
+    (``batch_rows`` count the fold's training clips in clip-table order)."""
+    train_clips = table.loc[~fold_mask(table, spec), "clip"].tolist()
+    job = {
+        k: getattr(spec, k)
+        for k in ("configuration", "task", "target", "fold", "learning_rate", "batch_size", "epochs", "seed")
+    }
+    record = {"job": job, **diagnostic, "batch_clips": [train_clips[i] for i in diagnostic["batch_rows"]]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 @contextlib.contextmanager

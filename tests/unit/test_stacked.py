@@ -144,8 +144,13 @@ def test_stacked_training_stops_on_a_non_finite_loss_naming_the_target(full_conf
     x = separable_features(table, frames=16, dims=6)
     x[:, 0, 0] = np.nan
     specs = [small_spec(full_config, "binary", t, epochs=2, standardize=False) for t in ("angry", "sad")]
-    with pytest.raises(train.TrainingError, match=r"non-finite training loss at epoch 1 .*'angry', 'sad'"):
+    with pytest.raises(train.NonFiniteLoss, match=r"\(nan, nan\) in lms binary fold 0 \(angry, sad\)") as e:
         stacked.train_jobs(specs, table, x)
+    assert "rebuild the features of lms" in str(e.value)
+    found = e.value.diagnostic
+    assert found["targets"] == ["angry", "sad"] and found["loss"] == ["nan", "nan"]
+    assert (found["epoch"], found["step"], found["history"]) == (1, 1, {"angry": [], "sad": []})
+    assert found["inputs_non_finite"] == [len(found["batch_rows"])]  # frame 0, dim 0 of every clip
 
 
 def test_cli_trains_a_folds_targets_stacked_with_one_mlflow_run_each(full_config, tmp_path):
@@ -201,8 +206,13 @@ def test_cli_stack_failure_fails_every_run_and_writes_nothing(full_config, tmp_p
         for t in ("angry", "sad")
     ]
     outs = [tmp_path / "out" / t for t in ("angry", "sad")]
-    assert train.main([*inputs, "--spec", *(s.to_json() for s in specs), "--out", *map(str, outs)]) == 1
-    assert "non-finite training loss" in capsys.readouterr().err
+    diagnostic = tmp_path / "logs" / "job.log.nonfinite.json"
+    argv = ["--spec", *(s.to_json() for s in specs), "--out", *map(str, outs)]
+    assert train.main([*inputs, *argv, "--diagnostic", str(diagnostic)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite training loss" in err and f"(diagnostic: {diagnostic})" in err
+    saved = json.loads(diagnostic.read_text())
+    assert saved["targets"] == ["angry", "sad"] and saved["inputs_non_finite"] == [0]
     assert not (tmp_path / "out").exists()
     statuses = [r.info.status for r in MlflowClient(uri).search_runs(list(ids.values()))]
     assert statuses == ["FAILED", "FAILED"]

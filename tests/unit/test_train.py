@@ -188,8 +188,35 @@ def test_non_finite_loss_stops_with_a_clear_error(full_config):
     x = separable_features(table)
     x[0, 0, 0] = np.nan
     spec = small_spec(full_config, "multiclass", "all", epochs=2, standardize=False)
-    with pytest.raises(train.TrainingError, match=r"non-finite training loss.*learning_rate"):
+    with pytest.raises(train.NonFiniteLoss, match=r"\(nan\) in lms multiclass fold 0 at epoch 1, step") as e:
         train.train_job(spec, table, x)
+    found = e.value.diagnostic
+    assert "rebuild the features of lms" in str(e.value)
+    assert found["inputs_non_finite"] == [1] and found["parameters_non_finite"] == []
+    assert found["history"] == [] and found["epoch"] == 1
+
+
+def test_a_diverging_job_saves_its_diagnostic_and_writes_nothing(full_config, tmp_path, capsys):
+    """A learning rate of 1e30 makes the loss of the second step infinite or NaN (the first step's Adam
+    update moved the weights by about 1e30): the job stops with a message naming the key to change, writes no
+    output, and leaves a diagnostic that names the batch's clips; a later good run removes it."""
+    inputs = _cli_inputs(tmp_path)
+    spec = small_spec(full_config, "multiclass", "all", epochs=2, learning_rate=1e30, batch_size=16)
+    out, diagnostic = tmp_path / "out", tmp_path / "logs" / "fold0.log.nonfinite.json"
+    argv = [*inputs, "--out", str(out), "--diagnostic", str(diagnostic)]
+    assert train.main([*argv, "--spec", spec.to_json()]) == 1
+    err = capsys.readouterr().err
+    assert "training.hyperparameters.lms.multiclass.learning_rate" in err and str(diagnostic) in err
+    assert not out.exists()
+    saved = json.loads(diagnostic.read_text())
+    assert saved["job"]["learning_rate"] == 1e30 and saved["job"]["fold"] == 0
+    assert saved["inputs_non_finite"] == [0] and saved["parameters_max_abs"] > 1e20  # blown up by Adam
+    assert saved["step"] >= 2 and len(saved["batch_clips"]) == len(saved["batch_rows"]) == 16
+    test_actors = set(spec.test_actors)
+    assert all(int(c[:2]) not in test_actors for c in saved["batch_clips"])  # training clips only
+    good = dataclasses.replace(spec, learning_rate=0.01)
+    assert train.main([*argv, "--spec", good.to_json()]) == 0
+    assert not diagnostic.exists()
 
 
 def test_cli_writes_outputs_that_load_with_weights_only(full_config, tmp_path):

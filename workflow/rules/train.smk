@@ -32,7 +32,7 @@ rule train_binary:
         "python -m avemotion.train --spec {params.specs:q} --features {params.features}"
         " --index {params.index} --clips {input.clips} --manifest {input.manifest}"
         " --out {params.out} --threads {threads} --tracking-uri {params.uri:q}"
-        " --experiment-prefix {params.prefix} > {log} 2>&1"
+        " --experiment-prefix {params.prefix} --diagnostic {log}.nonfinite.json > {log} 2>&1"
 
 
 use rule train_binary as train_multiclass with:
@@ -86,7 +86,7 @@ rule finetune_binary:
         "python -m avemotion.finetune train --spec {params.specs:q} --inputs {input.inputs}"
         " --clips {input.clips} --manifest {input.manifest} --out {params.out}"
         " --threads {threads} --tracking-uri {params.uri:q}"
-        " --experiment-prefix {params.prefix} > {log} 2>&1"
+        " --experiment-prefix {params.prefix} --diagnostic {log}.nonfinite.json > {log} 2>&1"
 
 
 # The 8-class fine-tuning leads to the frozen features that multimodal fusion waits for: scheduled first.
