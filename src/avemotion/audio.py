@@ -36,6 +36,11 @@ from avemotion.io import atomic_save_npz
 
 # How far (in samples) a decoded track may fall short of the window before it is an error.
 MAX_SHORTFALL = paper.SAMPLES_PER_FRAME
+# What to do about a clip that is not a whole original RAVDESS clip (every AudioError names the clip).
+CLIP_REMEDY = (
+    "re-download the actor's archive (or replace the copy in data.archives_dir) and rerun to extract its "
+    "clips again"
+)
 
 
 class AudioError(ValueError):
@@ -61,19 +66,23 @@ def probe_video_frames(path: Path) -> int:
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
-                raise AudioError(f"{path}: no video stream")
+                raise AudioError(f"{path}: no video stream; {CLIP_REMEDY}")
             stream = container.streams.video[0]
             if stream.average_rate and round(float(stream.average_rate)) != paper.FPS:
                 raise AudioError(
-                    f"{path}: video is {float(stream.average_rate):.2f} fps, expected {paper.FPS}"
+                    f"{path}: video is {float(stream.average_rate):.2f} fps, expected {paper.FPS}; {CLIP_REMEDY}"
                 )
             if stream.frames:
                 return int(stream.frames)
             if stream.duration is None or stream.time_base is None:
-                raise AudioError(f"{path}: video stream has neither a frame count nor a duration")
+                raise AudioError(
+                    f"{path}: video stream has neither a frame count nor a duration; {CLIP_REMEDY}"
+                )
             return round(float(stream.duration * stream.time_base) * paper.FPS)
     except av.error.FFmpegError as e:
-        raise AudioError(f"{path}: cannot read the video ({e}); the file is corrupt or truncated") from None
+        raise AudioError(
+            f"{path}: cannot read the video ({e}); the file is corrupt or truncated: {CLIP_REMEDY}"
+        ) from None
 
 
 def to_float(data: np.ndarray) -> np.ndarray:
@@ -91,7 +100,7 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise AudioError(f"{path}: no audio track (is this a 02-* video-only file?)")
+                raise AudioError(f"{path}: no audio track (is this a 02-* video-only file?); {CLIP_REMEDY}")
             stream = container.streams.audio[0]
             rate = stream.rate
             chunks: list[tuple[int, np.ndarray]] = []
@@ -102,9 +111,11 @@ def decode_audio(path: Path) -> tuple[np.ndarray, int]:
                 start = 0 if frame.pts is None else round(Fraction(frame.pts) * frame.time_base * rate)
                 chunks.append((start, to_float(data)))
     except av.error.FFmpegError as e:
-        raise AudioError(f"{path}: cannot decode the audio ({e}); the file is corrupt or truncated") from None
+        raise AudioError(
+            f"{path}: cannot decode the audio ({e}); the file is corrupt or truncated: {CLIP_REMEDY}"
+        ) from None
     if not chunks:
-        raise AudioError(f"{path}: the audio track holds no samples")
+        raise AudioError(f"{path}: the audio track holds no samples; {CLIP_REMEDY}")
     channels = chunks[0][1].shape[0]
     end = max(start + data.shape[1] for start, data in chunks)
     out = np.zeros((channels, max(end, 0)), dtype=np.float32)
@@ -121,15 +132,15 @@ def central_audio(path: Path) -> np.ndarray:
     try:
         lo, hi = sample_window(n_frames)
     except ValueError as e:
-        raise AudioError(f"{path}: {e}") from None
+        raise AudioError(f"{path}: {e}; {CLIP_REMEDY}") from None
     samples, rate = decode_audio(path)
     if rate != paper.SAMPLE_RATE:
-        raise AudioError(f"{path}: audio is {rate} Hz, expected {paper.SAMPLE_RATE} Hz")
+        raise AudioError(f"{path}: audio is {rate} Hz, expected {paper.SAMPLE_RATE} Hz; {CLIP_REMEDY}")
     shortfall = hi - samples.shape[1]
     if shortfall > MAX_SHORTFALL:
         raise AudioError(
             f"{path}: audio track has {samples.shape[1]} samples, the window needs {hi} "
-            f"(video {n_frames} frames); the file is truncated"
+            f"(video {n_frames} frames); the file is truncated: {CLIP_REMEDY}"
         )
     if shortfall > 0:
         samples = np.pad(samples, ((0, 0), (0, shortfall)))

@@ -18,6 +18,9 @@ import yaml
 from avemotion import paper, registry
 
 TABLE_WHAT = {"table1": "feature row of Table 1", "table2": "cell of Table 2"}
+# What to do about a schema error, by the JSON Schema keyword that failed (anything else: a value out of range,
+# of the wrong type or not among the allowed ones).
+SCHEMA_REMEDY = {"additionalProperties": "remove that key or correct its spelling", "required": "add it"}
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # The files every fold job writes into its job_dir (avemotion.train.write_outputs).
 JOB_OUTPUTS = ("metrics.json", "predictions.csv", "history.csv", "confusion.csv", "checkpoint.pt")
@@ -49,7 +52,11 @@ def validate_schema(config: dict, schema_path: Path = SCHEMA_PATH) -> None:
     errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
-        raise ConfigError(f"config key '{_key_path(e)}': {e.message}")
+        remedy = SCHEMA_REMEDY.get(str(e.validator), "set a value the schema allows")
+        raise ConfigError(
+            f"config key '{_key_path(e)}': {e.message}; {remedy} ({schema_path} describes every key, its range "
+            "and its default)"
+        )
 
 
 def folds_of(config: dict) -> dict[int, tuple[int, ...]]:
@@ -64,7 +71,7 @@ def fold_of_actor(folds: dict[int, tuple[int, ...]]) -> dict[int, int]:
             if actor in owner:
                 raise ConfigError(
                     f"config key 'folds': actor {actor} is in fold {owner[actor]} and fold {fold}; "
-                    "each actor must be tested in exactly one fold"
+                    f"each actor must be tested in exactly one fold: remove actor {actor} from one of them"
                 )
             owner[actor] = fold
     return owner

@@ -80,7 +80,7 @@ import torch.nn.functional as F
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from avemotion import paper
-from avemotion.audio import frame_window, probe_video_frames
+from avemotion.audio import CLIP_REMEDY, frame_window, probe_video_frames
 from avemotion.clips import actor_clips
 from avemotion.io import rgb_frames
 from avemotion.tracking import LostRule, clip_track, landmarks_2d, read_openface_csv
@@ -431,7 +431,7 @@ def crop_clip(clip: str, video: Path, csv: Path, clip_dir: Path, cfg: PatchConfi
     if frame_size != paper.VIDEO_SIZE:
         raise PatchError(
             f"{video}: frames are {frame_size[0]}x{frame_size[1]}, the crop sizes are pixels of RAVDESS's "
-            f"{paper.VIDEO_SIZE[0]}x{paper.VIDEO_SIZE[1]} frames"
+            f"{paper.VIDEO_SIZE[0]}x{paper.VIDEO_SIZE[1]} frames; {CLIP_REMEDY}"
         )
     try:
         sets = frame_sets(n_frames, cfg.finetune_frames)

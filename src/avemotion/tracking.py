@@ -82,37 +82,40 @@ def landmarks_2d(i: int | slice = slice(None)) -> list[str]:
     return [f"{a}_{j}" for j in idx for a in "xy"]
 
 
-def read_openface_csv(path: Path | str) -> pd.DataFrame:
+def read_openface_csv(path: Path | str, where: str | None = None) -> pd.DataFrame:
     """A tracking CSV of either real variant (or the contract itself) as a contract-column DataFrame.
 
     Column names are stripped (raw OpenFace writes ", "); extra columns are dropped; a missing contract column
-    is an error listing it. Values are float64 except ``frame`` (int).
+    is an error listing it. Values are float64 except ``frame`` (int). Errors name ``where`` (default: the
+    path), for a CSV read from a temporary copy.
     """
     path = Path(path)
+    where = where or str(path)
     try:
         table = pd.read_csv(path, skipinitialspace=True, low_memory=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise TrackingError(f"{path}: not a readable tracking CSV ({e})") from None
+        raise TrackingError(f"{where}: not a readable tracking CSV ({e})") from None
     table.columns = [str(c).strip() for c in table.columns]
     if "success" not in table.columns:  # the Zenodo 3255102 release (see the module docstring)
         table = pd.concat([table, pd.DataFrame({"success": 1.0}, index=table.index)], axis=1)
     missing = [c for c in CONTRACT_COLUMNS if c not in table.columns]
     if missing:
         raise TrackingError(
-            f"{path}: {len(missing)} OpenFace columns missing (e.g. {missing[:5]}); expected OpenFace 2.x "
-            "FeatureExtraction output with -2Dfp -3Dfp -pose -aus -gaze"
+            f"{where}: {len(missing)} OpenFace columns missing (e.g. {missing[:5]}); expected OpenFace 2.x "
+            "FeatureExtraction output with -2Dfp -3Dfp -pose -aus -gaze; rerun the tracking with those flags "
+            "(tracking.openface.flags), or re-download the tracking archive if the CSV came from one"
         )
     table = table[list(CONTRACT_COLUMNS)]
     try:
         values = table.apply(pd.to_numeric, errors="raise")
     except (ValueError, TypeError) as e:
-        raise TrackingError(f"{path}: non-numeric tracking values ({e})") from None
+        raise TrackingError(f"{where}: non-numeric tracking values ({e})") from None
     if values["frame"].isna().any() or (values["frame"] % 1 != 0).any():
-        raise TrackingError(f"{path}: the frame column must hold frame numbers 1, 2, ...")
+        raise TrackingError(f"{where}: the frame column must hold frame numbers 1, 2, ...")
     values["frame"] = values["frame"].astype(int)
     if values["frame"].duplicated().any():
         dup = values.loc[values["frame"].duplicated(), "frame"].tolist()[:5]
-        raise TrackingError(f"{path}: frames {dup} appear twice (more than one face tracked?)")
+        raise TrackingError(f"{where}: frames {dup} appear twice (more than one face tracked?)")
     return values.sort_values("frame", ignore_index=True)
 
 
@@ -255,7 +258,8 @@ def run_openface(video: Path, work: Path, command: list[str], flags: list[str]) 
             f"{video}: OpenFace failed (exit {done.returncode}, {' '.join(argv)}): "
             f"{(done.stderr or done.stdout).strip()[-500:]}"
         )
-    return read_openface_csv(out), {"backend": "openface", "command": argv, "flags": list(flags)}
+    table = read_openface_csv(out, where=f"{video} (OpenFace output)")
+    return table, {"backend": "openface", "command": argv, "flags": list(flags)}
 
 
 def read_precomputed(archive: Path, clip: str, work: Path) -> tuple[pd.DataFrame, dict]:
@@ -273,7 +277,8 @@ def read_precomputed(archive: Path, clip: str, work: Path) -> tuple[pd.DataFrame
         target = work / f"{clip}.csv"
         with zf.open(member) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    return read_openface_csv(target), {"backend": "precomputed", "archive": archive.name, "member": member}
+    table = read_openface_csv(target, where=f"{archive} (member {member})")
+    return table, {"backend": "precomputed", "archive": archive.name, "member": member}
 
 
 def track_actor(

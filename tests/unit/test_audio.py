@@ -245,7 +245,7 @@ def test_central_audio_shortfall_limit_is_one_frame(tmp_path, length, ok):
             central_audio(path)
         assert str(err.value) == (
             f"{path}: audio track has 148799 samples, the window needs 150400 (video 100 frames); "
-            "the file is truncated"
+            f"the file is truncated: {audio.CLIP_REMEDY}"
         )
 
 
