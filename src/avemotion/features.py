@@ -37,7 +37,7 @@ import torchaudio
 
 from avemotion import face, paper, registry
 from avemotion.audio import frame_window
-from avemotion.io import atomic_save_npy, atomic_write_text
+from avemotion.io import DiskFullError, atomic_group, write_npy
 from avemotion.tracking import AU_INTENSITY, LostRule, TrackingError, clip_track, read_openface_csv
 
 
@@ -189,6 +189,14 @@ def neutral_reference(tracks: ClipTracks, clip: str, columns: tuple[str, ...]) -
 EXTRACTORS = {"lms": lms_feature} | {key: face_feature(key) for key in face.FACE_FEATURES}
 
 
+def save_features(out: Path, index: Path, features: np.ndarray, rows: pd.DataFrame) -> None:
+    """A feature array and its index (``rows``: one per array row), both or neither: on a full disk the
+    earlier pair stays as it was (:class:`avemotion.io.DiskFullError`, naming the file that did not fit)."""
+    with atomic_group() as stage:
+        write_npy(stage(out), features)
+        stage(index).write_text(rows.to_csv(index=False))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    atomic_save_npy(args.out, features.astype(np.float32))
     index = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table)), **per_clip})
-    atomic_write_text(args.index, index.to_csv(index=False))
+    try:
+        save_features(args.out, args.index, features.astype(np.float32), index)
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"{args.feature}: {features.shape} -> {args.out}")
     if "lost_frames" in per_clip:
         lost = per_clip["lost_frames"]

@@ -44,8 +44,8 @@ import torch
 import torch.nn as nn
 
 from avemotion import backbones, patches, registry, train
-from avemotion.features import load_audio
-from avemotion.io import atomic_save_npy, atomic_write_text
+from avemotion.features import load_audio, save_features
+from avemotion.io import DiskFullError
 from avemotion.registry import Feature
 
 
@@ -245,9 +245,12 @@ def _frozen_fold(
             file=sys.stderr,
         )
         return 1
-    atomic_save_npy(out, features)
     rows = pd.DataFrame({"clip": table["clip"], "row": np.arange(len(table))})
-    atomic_write_text(index, rows.to_csv(index=False))
+    try:
+        save_features(out, index, features, rows)
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"{args.feature} fold {spec['fold']} frozen features: {features.shape} -> {out}")
     return 0
 

@@ -1,40 +1,137 @@
-"""Atomic file writes: every output appears whole or not at all (temp file in the same folder + os.replace).
-And the one way video frames become RGB arrays (:func:`rgb_frames`)."""
+"""Atomic file writes: every output appears whole or not at all (temp file in the same folder + os.replace),
+a full disk reported as :class:`DiskFullError` naming the file. And the one way video frames become RGB
+arrays (:func:`rgb_frames`)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # the filesystem is full; the user's quota is reached
+
+
+class DiskFullError(OSError):
+    """An output could not be written for lack of space (or quota); the message names the file and what to
+    do. Nothing was replaced: the earlier version of the file, if any, is as it was."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _no_space(error: BaseException) -> OSError | None:
+    """The out-of-space OSError in ``error``'s chain (torch wraps the failed write in a RuntimeError)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Turn running out of space while writing ``path`` into one :class:`DiskFullError` that names it."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        full = _no_space(e)
+        if full is None:
+            raise
+        what = "disk quota exceeded" if full.errno == errno.EDQUOT else "no space left on device"
+        try:
+            free = f", {shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+        except OSError:
+            free = ""
+        raise DiskFullError(
+            full.errno,
+            f"cannot write {path} ({what}{free}): nothing was replaced and no partial file is left; free "
+            f"space in {path.parent} (or raise the quota) and rerun",
+            str(path),
+        ) from e
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+    Running out of space raises :class:`DiskFullError` naming ``path``.
 
     A process killed outright (SIGKILL) cannot remove its temporary file: the next write of the same ``path``
     does (one job writes an output at a time, so any such file is a dead writer's)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp's 0o600 would make every output owner-only
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        with _naming(path):
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[Callable[[Path | str], Path]]:
+    """Outputs that appear together or not at all: ``stage(path)`` gives a temporary path beside ``path``
+    (write it before staging the next: a full disk is reported against the path staged last). When the block
+    ends without error every staged file replaces its path (renames, which need no space); when it raises,
+    none does and the temporary files are removed, so a job's outputs never mix two runs (new metrics beside
+    the previous checkpoint)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda path: stack.enter_context(atomic_path(path))
+
+
+class _Writer:
+    """A binary file written through Python's ``write`` alone. On a real file numpy (``tofile``) and torch
+    (its C++ file writer) write at the C level, and on a full tmpfs reported it without errno ("100000
+    requested and 8176 written", "unexpected pos 576 vs 534"); through this the failing ``write`` raises
+    OSError(ENOSPC), which numpy lets through and torch keeps as the context of its RuntimeError, so
+    :func:`atomic_path` can name the file."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, data) -> int:
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+def write_npy(path: Path | str, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` (a temporary path of :func:`atomic_path` or :func:`atomic_group`)."""
+    with open(path, "wb") as f:
+        np.save(_Writer(f), array)
+
+
+def write_torch(path: Path | str, obj: Any) -> None:
+    """``torch.save`` to ``path`` (a temporary path of :func:`atomic_path` or :func:`atomic_group`)."""
+    import torch  # only the training stages need it
+
+    with open(path, "wb") as f:
+        torch.save(obj, _Writer(f))
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -43,8 +140,8 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 
 def atomic_save_npy(path: Path | str, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
+    with atomic_path(path) as tmp:
+        write_npy(tmp, array)
 
 
 def atomic_save_npz(path: Path | str, **arrays: np.ndarray) -> None:

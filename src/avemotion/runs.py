@@ -16,6 +16,14 @@ Design points, measured with mlflow 3.17:
   a node that dies) cannot end its run: it stays RUNNING until the next attempt of that job, or the next
   workflow start (:func:`init_store`), marks it KILLED (tag ``avemotion.reaped``). No job of a workflow runs
   before its onstart, and Snakemake never runs one job twice at once, so a RUNNING run found then is dead.
+- A tracking server that does not answer (down, wrong address) fails the job at its first request, before it
+  trains, with one error naming the URI (:class:`StoreUnreachable`); one that dies while a job trains fails
+  the job when it logs, its run left RUNNING for the next attempt to mark KILLED. MLflow's own defaults (7
+  retries with backoff, 120 s per answer) took 246 s to report that nothing listened on the port, and by
+  the same arithmetic (8 tries of 120 s plus the backoff) would take about 20 minutes for a server that
+  never answers. Unless MLFLOW_HTTP_REQUEST_MAX_RETRIES or MLFLOW_HTTP_REQUEST_TIMEOUT are set, a job uses
+  :data:`HTTP_DEFAULTS` instead: about 13 s for a refused connection (a restarting server is back within
+  that), 94 s measured for a server that accepts connections and never answers.
 - Credentials never go into the tracking URI (it is written into every job's command line and log): a URI
   with ``user:password@`` is refused; MLflow reads MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or
   MLFLOW_TRACKING_TOKEN from the environment instead.
@@ -67,8 +75,17 @@ DEFAULT_STORE = Path("results") / "mlflow"
 PARAM_BATCH = 100
 
 
+# MLflow's HTTP settings for jobs, where the environment does not set them: 3 retries (waits 0, 4, 8 s, plus
+# up to 1 s jitter each) and 20 s for each answer.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
 class TrackingError(RuntimeError):
     """The tracking store is not usable; the message says how to fix it."""
+
+
+class StoreUnreachable(TrackingError):
+    """The tracking server does not answer (not running, wrong address, no network)."""
 
 
 def tracking_uri(configured: str | None, root: Path) -> str:
@@ -134,7 +151,65 @@ def _client(uri: str):
         # without a server, where each run is a folder of its own and no database file is shared between
         # nodes. MLflow 3 refuses one unless this is set.
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    return MlflowClient(tracking_uri=uri)
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    return _Store(MlflowClient(tracking_uri=uri), uri)
+
+
+def _failed_request(error: BaseException) -> BaseException | None:
+    """The innermost exception of ``error``'s chain when an HTTP request in it failed (nothing listens, no
+    answer in time, unknown host, the server's errors until the retries ran out), else None."""
+    import requests
+
+    failed, seen, innermost = False, set(), error
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        failed = failed or isinstance(error, requests.exceptions.RequestException)
+        innermost, error = error, error.__cause__ or error.__context__
+    return innermost if failed else None
+
+
+def unreachable_message(uri: str, innermost: BaseException) -> str:
+    """What :class:`StoreUnreachable` says: the URI, why (``innermost``: the failed request's cause), what to
+    do."""
+    if isinstance(innermost, ConnectionRefusedError):
+        reason = "connection refused: nothing listens there"
+    elif isinstance(innermost, TimeoutError):
+        timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
+        reason = f"no answer within MLFLOW_HTTP_REQUEST_TIMEOUT = {timeout} s"
+    else:
+        reason = str(innermost)
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    return (
+        f"the MLflow tracking server {uri} does not answer ({reason}; {retries} retries): start it "
+        "(`make mlflow-ui` serves this project's store at http://127.0.0.1:5000), or point config key "
+        "mlflow.tracking_uri (null: the local SQLite store, no server) or MLFLOW_TRACKING_URI at a store "
+        "that is up; then rerun"
+    )
+
+
+class _Store:
+    """An MlflowClient whose calls raise :class:`StoreUnreachable` when its server does not answer."""
+
+    def __init__(self, client, uri: str):
+        self._client, self._uri = client, uri
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            try:
+                return attr(*args, **kwargs)
+            except Exception as e:
+                innermost = _failed_request(e)
+                if innermost is None:
+                    raise
+                raise StoreUnreachable(unreachable_message(self._uri, innermost)) from e
+
+        return call
 
 
 def _experiment_id(client, uri: str, experiment: str) -> str:
@@ -235,7 +310,9 @@ class JobRun:
 @contextlib.contextmanager
 def job_run(uri: str, experiment: str, job_key: str, run_name: str, tags: dict[str, str]) -> Iterator[JobRun]:
     """One MLflow run for one training job: FINISHED on success (older runs of the job deleted), FAILED on
-    error. Raises TrackingError when the experiment was not created beforehand."""
+    error. Raises TrackingError when the experiment was not created beforehand, StoreUnreachable when the
+    server does not answer (then the run, if it was created, stays RUNNING: the job's next attempt or the
+    next workflow start marks it KILLED)."""
     client = _client(uri)
     experiment_id = _experiment_id(client, uri, experiment)
     reap(client, experiment_id, job_key)  # an earlier attempt of this job that was killed outright
@@ -243,11 +320,12 @@ def job_run(uri: str, experiment: str, job_key: str, run_name: str, tags: dict[s
     run_id = run.info.run_id
     try:
         yield JobRun(client, run_id)
-    except (KeyboardInterrupt, SystemExit):
-        client.set_terminated(run_id, status="KILLED")
-        raise
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
+    except StoreUnreachable:
+        raise  # ending the run would wait for the server again
+    except BaseException as e:
+        status = "KILLED" if isinstance(e, KeyboardInterrupt | SystemExit) else "FAILED"
+        with contextlib.suppress(StoreUnreachable):  # the job's own error is the one to report
+            client.set_terminated(run_id, status=status)
         raise
     client.set_terminated(run_id, status="FINISHED")
     older = client.search_runs(
@@ -430,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [experiment_name(args.prefix, task) for task in EXPERIMENTS]
     try:
         ids = init_store(uri, names, artifact_root(args.root))
+    except TrackingError as e:  # the server does not answer: its message names the URI
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # the store's own errors vary by backend; say which store failed
         print(f"error: cannot set up the MLflow store {uri}: {e}", file=sys.stderr)
         return 1

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from avemotion import paper, registry, runs
 from avemotion.config import JOB_OUTPUTS, TrainSpec
-from avemotion.io import atomic_path, atomic_write_text
+from avemotion.io import DiskFullError, atomic_group, atomic_write_text, write_torch
 from avemotion.metrics import accuracy, confusion_matrix, macro_f1
 from avemotion.models import BackboneClassifier, FusionClassifier, TIMNet, TIMNetClassifier, TIMNetConfig
 
@@ -571,7 +571,8 @@ def run_label(spec: TrainSpec) -> tuple[str, str]:
 
 
 def write_outputs(result: dict, spec: TrainSpec, out: Path) -> list[Path]:
-    """Write the job's files atomically; returns their paths (in JOB_OUTPUTS order)."""
+    """Write the job's files, all or none (an earlier run's set stays whole when the disk fills: DiskFullError
+    naming the file that did not fit); returns their paths (in JOB_OUTPUTS order)."""
     metric_name = "macro_f1" if spec.task == "binary" else "accuracy"
     metrics = {
         **asdict(spec),
@@ -580,12 +581,12 @@ def write_outputs(result: dict, spec: TrainSpec, out: Path) -> list[Path]:
         "value": result["metrics"][metric_name],
     }
     paths = [out / name for name in JOB_OUTPUTS]
-    atomic_write_text(paths[0], json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(paths[1], result["predictions"].to_csv(index=False, float_format="%.6f"))
-    atomic_write_text(paths[2], result["history"].to_csv(index=False, float_format="%.6f"))
-    atomic_write_text(paths[3], result["confusion"].to_csv())
-    with atomic_path(paths[4]) as tmp:
-        torch.save(result["checkpoint"], tmp)
+    with atomic_group() as stage:
+        stage(paths[0]).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        stage(paths[1]).write_text(result["predictions"].to_csv(index=False, float_format="%.6f"))
+        stage(paths[2]).write_text(result["history"].to_csv(index=False, float_format="%.6f"))
+        stage(paths[3]).write_text(result["confusion"].to_csv())
+        write_torch(stage(paths[4]), result["checkpoint"])
     return paths
 
 
@@ -662,7 +663,7 @@ def run_jobs(
             else:
                 print(f"error: {e}", file=sys.stderr)
             return 1
-        except (TrainingError, runs.TrackingError) as e:
+        except (TrainingError, runs.TrackingError, DiskFullError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
     if args.diagnostic is not None:
