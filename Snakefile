@@ -15,12 +15,18 @@
 #   mlflow/                 MLflow store (mlflow.db), artifacts, parents.json (one parent run per configuration)
 from snakemake.utils import min_version, validate
 
+from avemotion import config as avcfg
+from avemotion import io as avio
+
 min_version("9.0")
 
 
 configfile: "config.yaml"
 
 
+# One message naming the key and what to do (Snakemake's own would dump the schema), then the schema's
+# defaults filled in.
+avcfg.validate_schema(config)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -45,6 +51,9 @@ localrules:
 
 
 onstart:
+    # Killed writers' leftovers.
+    for stale in avio.remove_stale_temporaries("results"):
+        print(f"removed {stale} (left by a killed job)")
     shell(MLFLOW_INIT)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import glob
 import hashlib
 import http.client
 import json
@@ -429,8 +430,9 @@ def use_local(
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not (dest.exists() and os.path.samefile(src, dest)):
+        for stale in dest.parent.glob(f".{glob.escape(dest.name)}.tmp-*"):  # a killed copy's link
+            _remove(stale)
         tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-        _remove(tmp)
         try:
             try:
                 os.link(src, tmp)  # no copy of 500 MB when src and dest share a file system

@@ -9,6 +9,7 @@ import errno
 import glob
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +62,52 @@ def _naming(path: Path) -> Iterator[None]:
             f"space in {path.parent} (or raise the quota) and rerun",
             str(path),
         ) from e
+
+
+def build_dir(out: Path | str) -> Path:
+    """A fresh, empty folder beside ``out`` (``.<name>.tmp-<pid>``) to build ``out`` in before renaming it.
+
+    Builds of ``out`` left by writers killed outright (SIGKILL, a lost node) are removed first: one job writes
+    an output at a time, so any such folder is a dead writer's, and a week-long run would pile them up."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    build = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    build.mkdir()
+    return build
+
+
+# Names of the temporaries this module's writers (and download's extraction) build outputs in.
+TEMPORARY = re.compile(
+    r"\..+\.[a-z0-9_]{8}\.tmp"  # atomic_path: .<name>.<mkstemp's 8 characters>.tmp
+    r"|\..+\.tmp-\d+"  # build_dir, download's local copy: .<name>.tmp-<pid>
+    r"|\.tmp-.+"  # download's extraction: .tmp-<name>
+)
+
+
+def remove_stale_temporaries(root: Path | str) -> list[Path]:
+    """Remove every temporary file or build folder of a killed writer under ``root``; return them.
+
+    For the workflow's start (onstart): no job of a workflow runs before it, and Snakemake's lock keeps two
+    sessions out of one project, so every temporary found then is a dead writer's. The next write of the same
+    output would remove it too, but a job whose previous output survived (killed before its rename) may not
+    run again. Download parts (``.part``) are not temporaries: the next fetch resumes them."""
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            if TEMPORARY.fullmatch(name):
+                path = Path(folder) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not TEMPORARY.fullmatch(d)]
+    return sorted(removed)
 
 
 @contextlib.contextmanager

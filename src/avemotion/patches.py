@@ -82,7 +82,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoRef
 from avemotion import paper
 from avemotion.audio import CLIP_REMEDY, frame_window, probe_video_frames
 from avemotion.clips import actor_clips
-from avemotion.io import rgb_frames
+from avemotion.io import build_dir, rgb_frames
 from avemotion.tracking import LostRule, clip_track, landmarks_2d, read_openface_csv
 
 STREAMS = ("face", "eye_left", "eye_right", "mouth")
@@ -473,10 +473,7 @@ def crop_actor(table: pd.DataFrame, tracking_dir: Path, out: Path, params: dict)
     ``out`` and renamed at the end. Returns the number of clips."""
     cfg = PatchConfig.from_params(params)
     out, tracking_dir = Path(out), Path(tracking_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(build, ignore_errors=True)
-    build.mkdir()
+    build = build_dir(out)
     try:
         for row in table.itertuples(index=False):
             sidecar = crop_clip(

@@ -54,7 +54,7 @@ import pandas as pd
 from avemotion.audio import AudioError, frame_window, probe_video_frames
 from avemotion.clips import ClipSetError, actor_clips
 from avemotion.download import DownloadError, read_record, verify_record
-from avemotion.io import atomic_write_text
+from avemotion.io import DiskFullError, atomic_write_text, build_dir
 
 N_LANDMARKS = 68
 N_EYE_LANDMARKS = 56  # 28 per eye
@@ -287,9 +287,8 @@ def track_actor(
     """Track every clip of ``table`` (one actor) with ``backend`` into the folder ``out`` (contract CSVs and
     sidecars). The folder appears whole or not at all: it is built beside ``out`` and renamed at the end."""
     out = Path(out)
-    build = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(build, ignore_errors=True)
-    (build / ".work").mkdir(parents=True)
+    build = build_dir(out)
+    (build / ".work").mkdir()
     tracker = _tracker(backend, params, archive, build / ".work")
     try:
         for row in table.itertuples(index=False):
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.record is not None:
             verify_record(args.archive, read_record(args.record))
         n = track_actor(args.backend, table, args.out, json.loads(args.params), args.archive)
-    except (TrackingError, ClipSetError, DownloadError, AudioError, FileNotFoundError) as e:
+    except (TrackingError, ClipSetError, DownloadError, AudioError, FileNotFoundError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"actor {args.actor}: {n} clips tracked ({args.backend}) -> {args.out}")

@@ -181,3 +181,51 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write_of_that_file(tm
     assert not stale.exists() and other.exists()
     assert np.load(target).tolist() == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".index.csv.abc.tmp", "features.npy"]
+
+
+def test_build_dir_is_fresh_and_removes_dead_writers_builds(tmp_path):
+    out = tmp_path / "results" / "Actor_02"
+    dead = out.parent / ".Actor_02.tmp-999999"
+    (dead / "clip").mkdir(parents=True)
+    (dead / "clip" / "part.csv").write_text("x")
+    (out.parent / ".Actor_02.tmp-999998").write_text("a dead writer's file")
+    other = out.parent / ".Actor_03.tmp-999999"  # another actor's build: not ours to remove
+    other.mkdir()
+    build = io.build_dir(out)
+    assert build == out.parent / f".Actor_02.tmp-{os.getpid()}"
+    assert build.is_dir() and list(build.iterdir()) == []
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        ".Actor_02.tmp-" + str(os.getpid()),
+        ".Actor_03.tmp-999999",
+    ]
+
+
+def test_stale_temporaries_of_every_writer_are_removed_and_nothing_else(tmp_path):
+    results = tmp_path / "results"
+    with io.atomic_path(results / "features" / "lms" / "features.npy") as tmp:
+        atomic_name = tmp.name  # a real temporary's name: a writer killed here would leave it
+    dead = [
+        results / "features" / "lms" / atomic_name,
+        results / "tracking" / ".Actor_02.tmp-4242",
+        results / "clips" / ".tmp-Actor_03",
+        results / "download" / ".Video_Speech_Actor_01.zip.tmp-17",
+    ]
+    dead[0].write_bytes(b"partial")
+    for folder in dead[1:3]:
+        (folder / "inner").mkdir(parents=True)
+        (folder / "inner" / ".x.abcdefgh.tmp").write_text("")
+    dead[3].parent.mkdir(parents=True)
+    dead[3].write_bytes(b"link")
+    kept = [
+        results / "download" / "Video_Speech_Actor_01.zip.part",  # a resumable download
+        results / "tracking" / "Actor_02" / "01-01-01-01-01-01-02.csv",
+        results / "mlflow" / ".trash" / "x",
+        results / "features" / "lms" / "features.npy",
+    ]
+    for path in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"k")
+    assert io.remove_stale_temporaries(results) == sorted(dead)
+    assert not any(p.exists() for p in dead)
+    assert all(p.read_bytes() == b"k" for p in kept)
+    assert io.remove_stale_temporaries(results) == []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -125,3 +128,39 @@ def snakemake(project: Path, *args: str, timeout: float = 900) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
+
+
+class ArchiveServer(ThreadingHTTPServer):
+    """Serves a folder's archives on 127.0.0.1 with HTTP Range; can cut the first transfer of a file, serve a
+    damaged copy of another, and send slowly."""
+
+    def __init__(self, folder, cut: dict[str, int] | None = None, damaged: set[str] = frozenset(), pace=0.0):
+        super().__init__(("127.0.0.1", 0), ArchiveHandler)
+        self.folder, self.cut, self.damaged, self.requests = folder, dict(cut or {}), damaged, []
+        self.pace = pace  # seconds per 16 kB sent: a slow link, for a transfer to be killed midway
+
+
+class ArchiveHandler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        name = self.path.split("?")[0].rsplit("/", 1)[-1]
+        data = (self.server.folder / name).read_bytes()
+        if name in self.server.damaged:
+            data = data[:1000] + bytes(b ^ 0xFF for b in data[1000:2000]) + data[2000:]
+        rng = self.headers.get("Range")
+        self.server.requests.append((name, rng))
+        start = int(re.fullmatch(r"bytes=(\d+)-", rng)[1]) if rng else 0
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        cut = self.server.cut.pop(name, None)
+        body = data[start:cut]
+        step = 16384 if self.server.pace else len(body) or 1
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i : i + step])
+            time.sleep(self.server.pace)
+        self.close_connection = cut is not None
+
+    def log_message(self, *args):
+        pass

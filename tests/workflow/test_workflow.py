@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from avemotion import paper
 
 from .conftest import (
     ROOT,
+    ArchiveServer,
     copy_archives,
     copy_project,
     project_with,
@@ -248,7 +248,8 @@ def test_bad_config_key_fails_before_any_job(tmp_path):
     project = project_with(tmp_path / "p", config)
     result = snakemake(project)
     assert result.returncode != 0
-    assert "learnig_rate" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "config key 'training'" in output and "learnig_rate" in output and "remove that key" in output
     assert not (project / "results").exists()
 
 
@@ -309,37 +310,6 @@ def test_truncated_mp4_fails_with_the_file_named(demo_run, tmp_path):
     assert "01-01-03-01-01-01-02.mp4" in log and "truncated" in log
     assert not (project / "results/audio/Actor_02.npz").exists()
     assert (project / "results/audio/Actor_01.npz").exists()
-
-
-class ArchiveServer(ThreadingHTTPServer):
-    """Serves a folder's archives on 127.0.0.1 with HTTP Range; can cut the first transfer of a file and
-    serve a damaged copy of another."""
-
-    def __init__(self, folder, cut: dict[str, int], damaged: set[str]):
-        super().__init__(("127.0.0.1", 0), ArchiveHandler)
-        self.folder, self.cut, self.damaged, self.requests = folder, dict(cut), damaged, []
-
-
-class ArchiveHandler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        name = self.path.split("?")[0].rsplit("/", 1)[-1]
-        data = (self.server.folder / name).read_bytes()
-        if name in self.server.damaged:
-            data = data[:1000] + bytes(b ^ 0xFF for b in data[1000:2000]) + data[2000:]
-        rng = self.headers.get("Range")
-        self.server.requests.append((name, rng))
-        start = int(re.fullmatch(r"bytes=(\d+)-", rng)[1]) if rng else 0
-        self.send_response(206 if rng else 200)
-        if rng:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        cut = self.server.cut.pop(name, None)
-        self.wfile.write(data[start:cut])
-        self.close_connection = cut is not None
-
-    def log_message(self, *args):
-        pass
 
 
 def test_download_rule_over_http_resumes_and_refuses_a_corrupt_archive(demo_run, tmp_path):
