@@ -427,7 +427,8 @@ def _replace_parents(client, experiment_id: str, table: str, plan: dict[str, dic
         tags = run.data.tags
         if JOB_TAG in tags and tags.get("task") == task and "configuration" in tags:
             fold_runs.setdefault(tags["configuration"], []).append(run)
-    older = {r.info.run_id for r in active if r.data.tags.get(PARENT_TAG, "").startswith(f"{table}/")}
+    older_runs = [r for r in active if r.data.tags.get(PARENT_TAG, "").startswith(f"{table}/")]
+    older = {r.info.run_id for r in older_runs}
     ids = {}
     for configuration, planned in plan.items():
         children = fold_runs.get(configuration, [])
@@ -449,8 +450,10 @@ def _replace_parents(client, experiment_id: str, table: str, plan: dict[str, dic
         client.set_terminated(run_id, status="FINISHED")
         for child in children:  # one call per child: MLflow has no batch across runs
             client.log_batch(child.info.run_id, tags=[RunTag(PARENT_ID_TAG, run_id)])
-    for run_id in older:
-        client.delete_run(run_id)
+    for run in older_runs:
+        if run.info.status == "RUNNING":  # an aggregation killed between creating and ending it
+            client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
     for configuration, children in fold_runs.items():  # their parent is gone, none replaces it: top level
         if configuration not in ids:
             for child in children:

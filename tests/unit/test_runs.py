@@ -430,6 +430,17 @@ def test_rerun_keeps_one_parent_and_nests_a_rerun_fold_job(folds):
     assert {c.data.tags[runs.PARENT_ID_TAG] for c in children} == {second["table2"]["lms"]}
 
 
+def test_a_parent_left_running_by_a_killed_aggregation_ends_killed_when_replaced(folds):
+    uri, ids, tmp_path = folds
+    client = MlflowClient(uri)
+    # What a SIGKILL between create_run and set_terminated leaves: an active RUNNING parent.
+    dead = client.create_run(ids[MULTICLASS], tags={runs.PARENT_TAG: "table2/lms"}).info.run_id
+    new = runs.log_parents(uri, "t", *read_tables(tmp_path))
+    run = client.get_run(dead)
+    assert (run.info.status, run.info.lifecycle_stage) == ("KILLED", "deleted")
+    assert parents_of(uri, ids[MULTICLASS])["table2/lms"].info.run_id == new["table2"]["lms"]
+
+
 def test_configuration_without_results_any_more_loses_its_parent(folds):
     uri, ids, tmp_path = folds
     runs.log_parents(uri, "t", *read_tables(tmp_path))
