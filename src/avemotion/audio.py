@@ -32,7 +32,7 @@ import numpy as np
 
 from avemotion import paper
 from avemotion.clips import ClipSetError, actor_clips
-from avemotion.io import atomic_save_npz
+from avemotion.io import DiskFullError, atomic_save_npz
 
 # How far (in samples) a decoded track may fall short of the window before it is an error.
 MAX_SHORTFALL = paper.SAMPLES_PER_FRAME
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = actor_clips(args.clips, args.actor)
         audio = np.stack([central_audio(Path(p)) for p in table["path"]])
-    except (AudioError, ClipSetError) as e:
+        atomic_save_npz(args.out, clips=table["clip"].to_numpy(dtype=str), audio=audio)
+    except (AudioError, ClipSetError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    atomic_save_npz(args.out, clips=table["clip"].to_numpy(dtype=str), audio=audio)
     print(f"actor {args.actor}: {len(table)} clips -> {args.out} {audio.shape}")
     return 0
 

@@ -38,7 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from avemotion import paper, tables
-from avemotion.io import atomic_path
+from avemotion.io import DiskFullError, atomic_path
 
 matplotlib.use("Agg")  # files only, no display; figures are Figure objects (no pyplot state to close)
 
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = tables.read_metrics(args.metrics)
         t1, t2 = tables.read_long(args.table1), tables.read_long(args.table2)
         paths = draw_all(frame, t1, t2, args.out_dir)
-    except (ValueError, KeyError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (ValueError, KeyError, FileNotFoundError, json.JSONDecodeError, DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     n = frame.groupby(["task", "configuration"]).ngroups

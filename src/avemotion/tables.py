@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from avemotion import paper
-from avemotion.io import atomic_write_text
+from avemotion.io import DiskFullError, atomic_group
 from avemotion.metrics import accuracy, macro_f1
 
 NOT_RUN = "not run"
@@ -332,8 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         "table2.md": table2_markdown(t2),
         "table2.tex": table2_latex(t2),
     }
-    for name, text in outputs.items():
-        atomic_write_text(args.out_dir / name, text)
+    try:
+        with atomic_group() as tmp:  # the six files replace the earlier ones together or not at all
+            for name, text in outputs.items():
+                tmp(args.out_dir / name).write_text(text)
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     filled = int(t1["mean"].notna().sum()), int(t2["mean"].notna().sum())
     print(f"Table 1: {filled[0]}/{len(t1)} cells filled; Table 2: {filled[1]}/{len(t2)} cells filled")
     return 0

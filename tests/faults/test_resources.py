@@ -18,6 +18,7 @@ attempt marks it KILLED.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import contextlib
 import dataclasses
@@ -43,7 +44,9 @@ from avemotion import features, io, paper, runs, train
 from avemotion.config import JOB_OUTPUTS, train_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST_MLFLOW = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+# No retries: a refused connection fails at once. The timeout only bounds a live server's answers, which a
+# loaded 2-core machine can delay by seconds; a dead one refuses the connection whatever it is.
+FAST_MLFLOW = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -444,3 +447,60 @@ def test_a_server_that_dies_while_a_job_trains_fails_the_job_once_and_its_next_a
     (alive,) = [r for r in found.values() if r.info.run_id != dead.info.run_id]
     assert alive.info.status == "FINISHED" and alive.info.lifecycle_stage == "active"
     assert "test_accuracy" in alive.data.metrics
+
+
+def test_credentials_given_to_a_job_reach_no_log_output_or_run(full_config, tmp_path):
+    """The server's credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD (the URI may not hold them): a
+    tracked job run as the rules run it sends them to the server and writes them nowhere, neither to its
+    output and log, nor to its files, nor to the store (parameters, tags, artifacts), nor to the server's
+    log; also not base64-encoded, as the HTTP header carries them."""
+    (tmp_path / "store").mkdir()
+    password = "s3cret-Hunter2-avemotion"
+    secrets = [password, base64.b64encode(f"researcher:{password}".encode()).decode()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {"MLFLOW_TRACKING_USERNAME": "researcher", "MLFLOW_TRACKING_PASSWORD": password}
+    out = tmp_path / "fold0"
+    command = [sys.executable, "-m", "avemotion.train", *train_inputs(tmp_path / "in", seed=1)]
+    command += ["--spec", tiny_spec(full_config), "--out", str(out)]
+    with mlflow_server(tmp_path / "store") as (uri, db, _):
+        names = [runs.experiment_name("avemotion", task) for task in runs.EXPERIMENTS]
+        runs.init_store(uri, names, tmp_path / "store" / "artifacts")
+        job = subprocess.run(
+            [*command, "--tracking-uri", uri], capture_output=True, text=True, env=env, timeout=300
+        )
+    assert job.returncode == 0, job.stderr[-3000:]
+    client = MlflowClient(db)
+    (run,) = client.search_runs([client.get_experiment_by_name(names[1]).experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params  # the store holds the job's run, logged
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != tmp_path / "in"]
+    assert {"mlflow.db", "server.log", "checkpoint.pt"} <= {p.name for p in written}
+    for secret in secrets:
+        assert secret not in job.stdout + job.stderr
+        assert [p.name for p in written if secret.encode() in p.read_bytes()] == []
+
+
+def test_a_full_disk_while_writing_the_tables_keeps_the_previous_six(tmp_path, capsys, ledger):
+    from avemotion import tables
+
+    out = tmp_path / "tables"
+    assert tables.main(["--folds", "5", "--out-dir", str(out)]) == 0  # the all-not-run grid
+    before = snapshot(sorted(out.iterdir()))
+    metrics = tmp_path / "m" / "metrics.json"  # one finished cell: every file would change
+    metrics.parent.mkdir()
+    metrics.write_text(
+        '{"configuration": "lms", "task": "multiclass", "target": "all", "fold": 0, '
+        '"metric": "accuracy", "value": 0.5}'
+    )
+    confusion = pd.DataFrame(np.eye(8, dtype=int), index=paper.CLASSES, columns=paper.CLASSES)
+    confusion.to_csv(metrics.parent / "confusion.csv")
+    args = ["--metrics", str(metrics), "--folds", "1", "--out-dir", str(out)]
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        hits = fill_disk_at(mp, "table2.md", room=10)
+        assert tables.main(args) == 1
+    error = one_error(capsys.readouterr().err)
+    assert hits and str(out / "table2.md") in error and "free space" in error
+    lost = changed(before)
+    ledger("io", faults=1, files_compared=len(before), lost=len(lost))
+    assert lost == [] and temp_files(out) == []
+    assert tables.main(args) == 0 and changed(before)  # with room: the tables change
