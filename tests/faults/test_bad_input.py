@@ -10,9 +10,10 @@ Snakemake makes them), and checks what the user gets:
 - nothing of the job left behind: none of its outputs, no temporary or build file, nothing new at all in the
   project folder (except the diagnostic a diverging training job is asked to keep, which the row checks).
 
-The config rows are the exception: no CLI of the package reads the config. The Snakefile validates it with
-``snakemake.utils.validate`` against ``workflow/schemas/config.schema.yaml`` and then calls
-``avemotion.config.check_config`` (workflow/rules/common.smk); these rows call
+The config rows are the exception: no CLI of the package reads the config. The Snakefile checks it with
+``avemotion.config.validate_schema`` against ``workflow/schemas/config.schema.yaml`` (then
+``snakemake.utils.validate``, which fills in the defaults) and calls ``avemotion.config.check_config``
+(workflow/rules/common.smk); tests/workflow shows that message at the workflow's start. These rows call
 ``avemotion.config.load_config`` (the same schema through ``validate_schema``, then ``check_config``) on
 ``config.yaml`` plus an overlay file, as ``snakemake --configfile overlay.yaml`` merges it, and check the
 ConfigError's one-line message instead of an exit status.
