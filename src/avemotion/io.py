@@ -64,6 +64,14 @@ def _naming(path: Path) -> Iterator[None]:
         ) from e
 
 
+def _remove_tree(path: Path) -> None:
+    """Remove a file, a link or a folder and everything in it."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def build_dir(out: Path | str) -> Path:
     """A fresh, empty folder beside ``out`` (``.<name>.tmp-<pid>``) to build ``out`` in before renaming it.
 
@@ -72,10 +80,7 @@ def build_dir(out: Path | str) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        _remove_tree(stale)
     build = out.parent / f".{out.name}.tmp-{os.getpid()}"
     build.mkdir()
     return build
@@ -101,10 +106,7 @@ def remove_stale_temporaries(root: Path | str) -> list[Path]:
         for name in [*dirs, *files]:
             if TEMPORARY.fullmatch(name):
                 path = Path(folder) / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
+                _remove_tree(path)
                 removed.append(path)
         dirs[:] = [d for d in dirs if not TEMPORARY.fullmatch(d)]
     return sorted(removed)
