@@ -86,6 +86,20 @@ def build_dir(out: Path | str) -> Path:
     return build
 
 
+@contextlib.contextmanager
+def built_dir(out: Path | str) -> Iterator[Path]:
+    """Build the folder ``out`` whole or not at all: yields a fresh :func:`build_dir`, which replaces ``out``
+    when the block ends normally; on any error ``out`` stays as it was. The build never outlives the block."""
+    out = Path(out)
+    build = build_dir(out)
+    try:
+        yield build
+        _remove_tree(out)
+        os.replace(build, out)
+    finally:
+        _remove_tree(build)
+
+
 # Names of the temporaries this module's writers (and download's extraction) build outputs in.
 TEMPORARY = re.compile(
     r"\..+\.[a-z0-9_]{8}\.tmp"  # atomic_path: .<name>.<mkstemp's 8 characters>.tmp

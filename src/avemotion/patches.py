@@ -66,8 +66,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +80,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoRef
 from avemotion import paper
 from avemotion.audio import CLIP_REMEDY, frame_window, probe_video_frames
 from avemotion.clips import actor_clips
-from avemotion.io import build_dir, rgb_frames
+from avemotion.io import built_dir, rgb_frames
 from avemotion.tracking import LostRule, clip_track, landmarks_2d, read_openface_csv
 
 STREAMS = ("face", "eye_left", "eye_right", "mouth")
@@ -473,8 +471,7 @@ def crop_actor(table: pd.DataFrame, tracking_dir: Path, out: Path, params: dict)
     ``out`` and renamed at the end. Returns the number of clips."""
     cfg = PatchConfig.from_params(params)
     out, tracking_dir = Path(out), Path(tracking_dir)
-    build = build_dir(out)
-    try:
+    with built_dir(out) as build:
         for row in table.itertuples(index=False):
             sidecar = crop_clip(
                 row.clip, Path(row.path), tracking_dir / f"{row.clip}.csv", build / row.clip, cfg
@@ -482,10 +479,6 @@ def crop_actor(table: pd.DataFrame, tracking_dir: Path, out: Path, params: dict)
             (build / f"{row.clip}.json").write_text(
                 json.dumps(sidecar, sort_keys=True, separators=(",", ":")) + "\n"
             )
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(build, out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
     return len(table)
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,7 @@ import pandas as pd
 from avemotion.audio import AudioError, frame_window, probe_video_frames
 from avemotion.clips import ClipSetError, actor_clips
 from avemotion.download import DownloadError, read_record, verify_record
-from avemotion.io import DiskFullError, atomic_write_text, build_dir
+from avemotion.io import DiskFullError, atomic_write_text, built_dir
 
 N_LANDMARKS = 68
 N_EYE_LANDMARKS = 56  # 28 per eye
@@ -287,10 +286,9 @@ def track_actor(
     """Track every clip of ``table`` (one actor) with ``backend`` into the folder ``out`` (contract CSVs and
     sidecars). The folder appears whole or not at all: it is built beside ``out`` and renamed at the end."""
     out = Path(out)
-    build = build_dir(out)
-    (build / ".work").mkdir()
-    tracker = _tracker(backend, params, archive, build / ".work")
-    try:
+    with built_dir(out) as build:
+        (build / ".work").mkdir()
+        tracker = _tracker(backend, params, archive, build / ".work")
         for row in table.itertuples(index=False):
             video = Path(row.path)
             n_frames = probe_video_frames(video)
@@ -301,10 +299,6 @@ def track_actor(
                 build / f"{row.clip}.csv", contract, sidecar(row.clip, video, n_frames, contract, info)
             )
         shutil.rmtree(build / ".work")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(build, out)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
     return len(table)
 
 

@@ -200,6 +200,23 @@ def test_build_dir_is_fresh_and_removes_dead_writers_builds(tmp_path):
     ]
 
 
+def test_built_dir_replaces_the_folder_whole_or_keeps_the_old_one(tmp_path):
+    out = tmp_path / "Actor_02"
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "a.csv").write_text("old")
+    with io.built_dir(out) as build:
+        assert build == tmp_path / f".Actor_02.tmp-{os.getpid()}"
+        (build / "b.csv").write_text("new")
+        assert (out / "old" / "a.csv").read_text() == "old"  # untouched until the block ends
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Actor_02"]
+    assert [p.name for p in out.iterdir()] == ["b.csv"]
+    with pytest.raises(ValueError, match="clip 3"), io.built_dir(out) as build:
+        (build / "c.csv").write_text("partial")
+        raise ValueError("clip 3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Actor_02"]
+    assert [p.name for p in out.iterdir()] == ["b.csv"] and (out / "b.csv").read_text() == "new"
+
+
 def test_stale_temporaries_of_every_writer_are_removed_and_nothing_else(tmp_path):
     results = tmp_path / "results"
     with io.atomic_path(results / "features" / "lms" / "features.npy") as tmp:
