@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from avemotion import config as avcfg
@@ -51,6 +52,12 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
     folds = fold_clips(config)
     first_fold = min(folds)
     grouped = config["jobs"]["group_folds"]  # one job (one start-up, one compile) for every fold
+    # jobs.configurations_per_job: a job starts with the first configuration of its group
+    starts = (
+        {(task, group[0]) for task in paper.TASKS for group in avcfg.training_groups(config, task)}
+        if config["jobs"]["configurations_per_job"] > 1
+        else None
+    )
     totals: dict[str, dict] = {}
     for configuration, task, fold in avcfg.training_jobs(config):
         keys = registry.split_configuration(configuration)
@@ -73,8 +80,9 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
             # The first epoch's extra seconds (the compile, measured cold: an upper bound, as later jobs on
             # one machine find the compiled kernels in torch's cache), once per TIM-Net of the job.
             fixed_seconds += row.get("ours_first_epoch_extra_s", 0.0)
-        new_job = not grouped or fold == first_fold
-        fixed_seconds *= new_job
+        first = not grouped or fold == first_fold
+        fixed_seconds *= first
+        new_job = first and (starts is None or (task, configuration) in starts)
         rule = f"train_{task}"
         t = totals.setdefault(rule, {"rule": rule, "jobs": 0, "models": 0, "cpu_hours": 0.0, "flops": 0.0})
         t["jobs"] += new_job
@@ -147,7 +155,11 @@ def cost_table(
     if run_clips:
         rows += per_clip_rows(config, benchmarks, run_clips)
     if startup:
-        per_job = {r["rule"]: r["per_job_s"] for r in startup["rows"]}
+        # A group's rules (train_<task>_group<i>) count as their task's rule, at their mean start-up per job.
+        found: dict[str, list[float]] = {}
+        for r in startup["rows"]:
+            found.setdefault(re.sub(r"_group\d+$", "", r["rule"]), []).append(r["per_job_s"])
+        per_job = {rule: sum(v) / len(v) for rule, v in found.items()}
         for r in rows:
             if r["jobs"] and r["rule"] in per_job and not math.isnan(r["cpu_hours"]):
                 r["startup_hours"] = r["jobs"] * per_job[r["rule"]] / 3600

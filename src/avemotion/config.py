@@ -8,7 +8,9 @@ The Snakefile validates ``config`` with ``snakemake.utils.validate`` against
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -264,11 +266,60 @@ def training_jobs(config: dict) -> list[tuple[str, str, int]]:
     return list(dict.fromkeys((name, task, fold) for name, task, _, fold in fold_jobs(config)))
 
 
+def trains_on_arrays(configuration: str) -> bool:
+    """Whether TIM-Net trains ``configuration`` on feature arrays (avemotion.train): a single engineered
+    feature or a fusion; a single backbone feature is fine-tuned end to end instead (avemotion.finetune)."""
+    keys = registry.split_configuration(configuration)
+    return len(keys) > 1 or not registry.get(keys[0]).is_backbone
+
+
+def frozen_branches(configuration: str) -> tuple[str, ...]:
+    """The backbone features whose frozen per-fold features a fusion reads (none for an engineered one)."""
+    keys = registry.split_configuration(configuration)
+    return tuple(k for k in keys if len(keys) > 1 and registry.get(k).is_backbone)
+
+
+# Linux passes a job's whole shell command to bash as one argument, of at most 128 KiB (MAX_ARG_STRLEN): a
+# group's --spec values stay under this many bytes (one binary configuration of 5 folds is about 23 kB).
+SPEC_BYTES_PER_JOB = 96 * 1024
+
+
+def training_groups(config: dict, task: str) -> list[tuple[str, ...]]:
+    """The configurations of ``task`` that TIM-Net trains on feature arrays, in groups of at most
+    ``jobs.configurations_per_job``, one training job each (config order within a group).
+
+    Fusions that read a backbone's frozen features are grouped apart from the rest, sorted by those features,
+    so that the other configurations do not wait for fine-tuning and a group waits for few backbones. Each
+    part is cut into the fewest groups of near-equal size that respect the limit, and more where the
+    group's training specs would exceed SPEC_BYTES_PER_JOB of command line."""
+    size = int(config["jobs"]["configurations_per_job"])
+    table = "table1" if task == "binary" else "table2"
+    names = [n for n in implemented_configurations(config, table) if trains_on_arrays(n)]
+    folds = sorted(folds_of(config))
+    groups: list[tuple[str, ...]] = []
+    for part in (
+        [n for n in names if not frozen_branches(n)],
+        sorted((n for n in names if frozen_branches(n)), key=frozen_branches),  # stable: config order kept
+    ):
+        if not part:
+            continue
+        spec_bytes = sum(
+            len(train_spec(config, name, task, target, fold).to_json()) + 3  # quotes and a space
+            for name in part
+            for target in targets_of(task)
+            for fold in folds
+        )
+        n_groups = max(math.ceil(len(part) / size), math.ceil(spec_bytes / SPEC_BYTES_PER_JOB))
+        n_groups = min(n_groups, len(part))
+        bounds = [round(i * len(part) / n_groups) for i in range(n_groups + 1)]
+        groups += [tuple(part[a:b]) for a, b in itertools.pairwise(bounds)]
+    return groups
+
+
 def job_dir(configuration: str, task: str, target: str, fold: int | str) -> str:
     """Where a fold job writes its outputs: ``results/finetune/...`` for a pretrained backbone fine-tuned on
     its own (avemotion.finetune), ``results/train/...`` for TIM-Net on feature arrays (avemotion.train)."""
-    keys = registry.split_configuration(configuration)
-    stage = "finetune" if len(keys) == 1 and registry.get(keys[0]).is_backbone else "train"
+    stage = "train" if trains_on_arrays(configuration) else "finetune"
     return f"results/{stage}/{configuration}/{task}/{target}/fold{fold}"
 
 

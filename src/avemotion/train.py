@@ -11,10 +11,11 @@ are read once and kept in memory (on the GPU when there is one). Seeded and dete
 
 CLI (the ``train_binary`` and ``train_multiclass`` rules). One process trains every target of a configuration,
 task and fold: one ``--spec`` and ``--out`` per target (8 for binary, 1 for multiclass), the features read once;
-with config ``jobs.group_folds`` every fold of the configuration and task in turn (40 or 5 values). A
-multimodal configuration (fusion, Table 2) takes one ``--features``/``--index`` pair per branch, in the order
-of its name (``face_kpd+lms``: Face KPD, then LMS); where the folds train on different arrays (a backbone's
-per-fold frozen features) one pair per branch and ``--spec``::
+with config ``jobs.group_folds`` every fold of the configuration and task in turn (40 or 5 values), and with
+``jobs.configurations_per_job`` several configurations of one task one after the other. A multimodal
+configuration (fusion, Table 2) takes one ``--features``/``--index`` pair per branch, in the order of its name
+(``face_kpd+lms``: Face KPD, then LMS); where the jobs train on different arrays (a backbone's per-fold frozen
+features, several configurations) one pair per branch of each ``--spec``::
 
     python -m avemotion.train --spec '<TrainSpec JSON>' --features results/features/lms/features.npy \
         --index results/features/lms/index.csv --clips results/clips/clips.csv \
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import json
 import math
 import os
@@ -640,8 +642,11 @@ def run_jobs(
     data_sha256 = json.loads(args.manifest.read_text())["sha256"] if args.tracking_uri else None
     specs = [TrainSpec.from_json(text) for text in args.spec]
     groups = []
-    for fold in dict.fromkeys(s.fold for s in specs):  # a job's folds in turn, each fold's targets together
-        members = [(s, o) for s, o in zip(specs, args.out, strict=True) if s.fold == fold]
+    # A job's configurations and their folds in turn, each fold's targets together.
+    for key in dict.fromkeys((s.configuration, s.task, s.fold) for s in specs):
+        members = [
+            (s, o) for s, o in zip(specs, args.out, strict=True) if (s.configuration, s.task, s.fold) == key
+        ]
         if train_stacked is not None and stacked.use_stack([s for s, _ in members]):
             groups.append(members)
         else:
@@ -734,26 +739,40 @@ def _finish_job(spec: TrainSpec, out: Path, run: runs.JobRun | None, result: dic
     )
 
 
-def job_feature_paths(args: argparse.Namespace, spec: TrainSpec) -> tuple[tuple[Path, Path], ...]:
-    """The (features, index) pair of every fusion branch of ``spec``: ``--features``/``--index`` hold one per
-    branch for every job, or one per branch and job in ``--spec`` order (jobs.group_folds with a backbone's
-    per-fold frozen features); the jobs of one fold must read the same arrays."""
-    n_branches, n_jobs = max(len(spec.branches), 1), len(args.spec)
-    n = len(args.features)
-    if n != len(args.index) or n not in (n_branches, n_branches * n_jobs):
+def job_key(spec: TrainSpec) -> tuple[str, str, str, int]:
+    """A fold job's identity within one process: configuration, task, target, fold."""
+    return spec.configuration, spec.task, spec.target, spec.fold
+
+
+def job_feature_paths(args: argparse.Namespace) -> dict[tuple, tuple[tuple[Path, Path], ...]]:
+    """The (features, index) pair of every fusion branch of each ``--spec`` (by job_key). ``--features`` and
+    ``--index`` hold one per branch, read by every job of one configuration, or one per branch of each spec
+    in ``--spec`` order (a job of several configurations, or jobs.group_folds with a backbone's per-fold
+    frozen features). The jobs of one configuration and fold (the 8 one-vs-rest targets) must read the same
+    arrays: they are read once, and stacked."""
+    specs = [TrainSpec.from_json(text) for text in args.spec]
+    counts = [max(len(s.branches), 1) for s in specs]
+    n, configurations = len(args.features), list(dict.fromkeys(s.configuration for s in specs))
+    shared = len(configurations) == 1 and n == counts[0]
+    if n != len(args.index) or not (shared or n == sum(counts)):
         raise TrainingError(
-            f"{spec.configuration}: {n} --features and {len(args.index)} --index for {n_branches} "
-            f"modalities and {n_jobs} jobs (give one per modality, or one per modality and job)"
+            f"{' '.join(configurations)}: {n} --features and {len(args.index)} --index for {len(specs)} jobs "
+            f"of {'/'.join(map(str, dict.fromkeys(counts)))} modality(ies) each (give one per modality, or "
+            "one per modality of each job)"
         )
     pairs = list(zip(args.features, args.index, strict=True))
-    if n == n_branches:
-        return tuple(pairs)
-    per_job = [tuple(pairs[i * n_branches : (i + 1) * n_branches]) for i in range(n_jobs)]
-    folds = [TrainSpec.from_json(text).fold for text in args.spec]
-    mine = {paths for paths, fold in zip(per_job, folds, strict=True) if fold == spec.fold}
-    if len(mine) != 1:
-        raise TrainingError(f"{spec.configuration} fold {spec.fold}: its jobs name different --features")
-    return mine.pop()
+    offsets = [0, *itertools.accumulate(counts)]
+    paths = {
+        job_key(spec): tuple(pairs) if shared else tuple(pairs[offsets[i] : offsets[i + 1]])
+        for i, spec in enumerate(specs)
+    }
+    per_fold: dict[tuple, set] = {}
+    for key, value in paths.items():
+        per_fold.setdefault((key[0], key[1], key[3]), set()).add(value)
+    for (configuration, _, fold), found in per_fold.items():
+        if len(found) != 1:
+            raise TrainingError(f"{configuration} fold {fold}: its jobs name different --features")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -771,10 +790,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=Path, nargs="+", required=True, help="one per --features")
     args = parser.parse_args(argv)
 
+    try:
+        feature_paths = job_feature_paths(args)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     loaded: dict[tuple, list[np.ndarray]] = {}  # the latest fold's features, read once for its jobs
 
     def inputs(spec: TrainSpec, table: pd.DataFrame) -> list[np.ndarray]:
-        paths = job_feature_paths(args, spec)
+        paths = feature_paths[job_key(spec)]
         if paths not in loaded:
             loaded.clear()
             loaded[paths] = [load_features(f, i, table) for f, i in paths]

@@ -120,7 +120,7 @@ STAGES = {
     "training": Stage(
         "results/train/lms/multiclass/all/fold0/metrics.json",
         ("avemotion.train", "/lms/multiclass/all/fold1"),
-        "benchmarks/train_multiclass/lms/folds.tsv",
+        "benchmarks/train_multiclass_group1/folds.tsv",
         whole=True,
         in_run=True,
     ),

@@ -78,7 +78,9 @@ def test_each_timnet_of_a_job_pays_its_compile_once(full_config, monkeypatch):
 
 
 def test_grouped_folds_are_one_job_that_compiles_once(full_config, monkeypatch):
-    row = compiling_fusion_row({**full_config, "jobs": {"group_folds": True}}, monkeypatch)
+    row = compiling_fusion_row(
+        {**full_config, "jobs": {**full_config["jobs"], "group_folds": True}}, monkeypatch
+    )
     samples = 100 * 5760 + 1440
     # one job for the 5 folds (5 models), its two TIM-Nets compiled once: 70 s on top, not 5 x 70 s
     assert row["jobs"] == 1 and row["models"] == 5
@@ -102,3 +104,20 @@ def test_cost_table_adds_start_up_and_renders_a_total(full_config, tmp_path):
     text = bench_cost.render(rows)
     total = sum(r["cpu_hours"] for r in rows)
     assert f"**{total:,.0f}**" in text and not math.isnan(total)
+
+
+def test_grouped_configurations_count_one_job_and_one_start_up_per_group(full_config, tmp_path):
+    """jobs.configurations_per_job 2 (one job per fold): Table 1's 5 engineered rows in 3 groups, so 15
+    train_binary jobs instead of 25; the same models and training time; the groups' rules (named
+    train_binary_group<i>) give the start-up per job, at their mean."""
+    (tmp_path / "timnet.json").write_text(json.dumps(timnet_json()))
+    alone = {r["rule"]: r for r in bench_cost.timnet_rows(full_config, timnet_json(), 10.0)}
+    grouped_config = {**full_config, "jobs": {**full_config["jobs"], "configurations_per_job": 2}}
+    startup = {
+        "rows": [{"rule": f"train_binary_group{i}", "per_job_s": s} for i, s in ((1, 30.0), (2, 42.0))]
+    }
+    rows = bench_cost.cost_table(grouped_config, tmp_path, tmp_path / "none", None, startup, 10.0)
+    binary = next(r for r in rows if r["rule"] == "train_binary")
+    assert binary["jobs"] == 3 * 5 and binary["models"] == alone["train_binary"]["models"] == 200
+    assert binary["startup_hours"] == pytest.approx(15 * 36.0 / 3600)
+    assert binary["cpu_hours"] - binary["startup_hours"] == pytest.approx(alone["train_binary"]["cpu_hours"])

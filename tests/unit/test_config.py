@@ -231,3 +231,51 @@ def test_fusion_channel_exception_must_name_a_multimodal_cell(root):
         C.load_config(
             root / "config.yaml", overrides={"training": {"fusion": {"channels": {"lms+face_au": 8}}}}
         )
+
+
+def _grouped(config, size):
+    return {**config, "jobs": {**config["jobs"], "configurations_per_job": size}}
+
+
+def test_training_groups_cut_each_task_into_near_equal_groups(full_config):
+    alone = {t: C.training_groups(full_config, t) for t in paper.TASKS}
+    # configurations_per_job 1: one group per TIM-Net configuration; single backbones are fine-tuned instead
+    assert alone["binary"] == [("lms",), ("face_kpd",), ("face_au",), ("eyes_kpd",), ("head_pose",)]
+    assert len(alone["multiclass"]) == 7 + 12 and ("wav2vec2_large",) not in alone["multiclass"]
+    # 2 per job: 5 rows in ceil(5 / 2) = 3 groups, cut at round(5/3) = 2 and round(10/3) = 3
+    assert C.training_groups(_grouped(full_config, 2), "binary") == [
+        ("lms", "face_kpd"), ("face_au",), ("eyes_kpd", "head_pose"),
+    ]  # fmt: skip
+    for size in (2, 3, 7, 50):
+        groups = C.training_groups(_grouped(full_config, size), "multiclass")
+        flat = [name for group in groups for name in group]
+        assert sorted(flat) == sorted(n for (n,) in alone["multiclass"])  # each configuration once
+        assert all(len(g) <= size for g in groups)
+        for group in groups:  # a fusion with a backbone's frozen features is never grouped with the others
+            assert len({bool(C.frozen_branches(n)) for n in group}) == 1, group
+    # 7 per job: the 7 cells without a backbone in one group, the 12 fusions with one in 2 groups of 6
+    sizes = [len(g) for g in C.training_groups(_grouped(full_config, 7), "multiclass")]
+    assert sizes == [7, 6, 6]
+    assert C.frozen_branches("eyes_resnet+mouth_resnet+lms") == ("eyes_resnet", "mouth_resnet")
+    assert C.frozen_branches("face_kpd+lms") == () and C.frozen_branches("wav2vec2_large") == ()
+
+
+def test_training_groups_keep_a_jobs_command_line_under_the_kernels_limit(full_config):
+    """Linux takes at most 128 KiB per argument (bash -c's command): the 5 binary rows' 200 specs (5 folds x 8
+    targets, about 23 kB a row) do not fit one job, so even 50 per job gives 2."""
+    groups = C.training_groups(_grouped(full_config, 50), "binary")
+    assert [len(g) for g in groups] == [2, 3]
+    for group in groups:
+        spec_bytes = sum(
+            len(C.train_spec(full_config, name, "binary", target, fold).to_json()) + 3
+            for name in group
+            for target in paper.CLASSES
+            for fold in range(5)
+        )
+        assert spec_bytes <= C.SPEC_BYTES_PER_JOB < 128 * 1024
+    assert C.training_groups(_grouped(full_config, 50), "multiclass")[0][0] == "lms"  # small: one group
+
+
+def test_configurations_per_job_must_be_a_positive_count(root):
+    with pytest.raises(C.ConfigError, match=r"jobs\.configurations_per_job"):
+        C.load_config(root / "config.yaml", overrides={"jobs": {"configurations_per_job": 0}})

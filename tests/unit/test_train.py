@@ -316,7 +316,7 @@ def test_the_jobs_of_one_fold_must_read_the_same_arrays(full_config, tmp_path, c
     assert train.main([*argv, "--features", f1, f2, "--index", i1, i2]) == 1
     assert "fold 0: its jobs name different --features" in capsys.readouterr().err
     assert train.main([*argv, "--features", f1, f2, f1, "--index", i1, i2, i1]) == 1
-    assert "3 --features and 3 --index for 1 modalities and 2 jobs" in capsys.readouterr().err
+    assert "lms: 3 --features and 3 --index for 2 jobs of 1 modality(ies) each" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -407,3 +407,36 @@ def test_fusion_cli_reads_one_array_per_branch(full_config, tmp_path):
     assert metrics["configuration"] == "face_kpd+lms" and len(metrics["branches"]) == 2
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert len(ck["mean"]) == 2 and ck["model_config"]["branches"][0]["in_features"] == 4
+
+
+def test_a_job_of_several_configurations_trains_each_as_its_own_job_would(full_config, tmp_path):
+    """jobs.configurations_per_job: LMS (one branch, two folds) and Face KPD + LMS (two branches) in one
+    process, one --features per branch of each --spec in --spec order, give what one job each gives."""
+    inputs = _cli_inputs(tmp_path)
+    clips, manifest = inputs[inputs.index("--clips") + 1], inputs[inputs.index("--manifest") + 1]
+    common = ["--clips", clips, "--manifest", manifest]
+    lms, face = _second_array(tmp_path, 1), _second_array(tmp_path, 2)
+    jobs = [  # (spec, its arrays)
+        (small_spec(full_config, "multiclass", "all", fold=0, epochs=2), [lms]),
+        (small_spec(full_config, "multiclass", "all", fold=1, epochs=2), [lms]),
+        (fusion_spec(full_config, epochs=2), [face, lms]),
+    ]
+    together = [tmp_path / "together" / f"{s.configuration}-{s.fold}" for s, _ in jobs]
+    argv = [*common, "--spec", *(s.to_json() for s, _ in jobs), "--out", *map(str, together)]
+    argv += ["--features", *(f for _, arrays in jobs for f, _ in arrays)]
+    argv += ["--index", *(i for _, arrays in jobs for _, i in arrays)]
+    assert train.main(argv) == 0
+    for (spec, arrays), out in zip(jobs, together, strict=True):
+        alone = tmp_path / "alone" / out.name
+        one = ["--features", *(f for f, _ in arrays), "--index", *(i for _, i in arrays)]
+        assert train.main([*common, *one, "--spec", spec.to_json(), "--out", str(alone)]) == 0
+        for name in ("metrics.json", "predictions.csv", "confusion.csv"):
+            assert (out / name).read_text() == (alone / name).read_text(), (out.name, name)
+        a, b = (torch.load(d / "checkpoint.pt", weights_only=True)["state_dict"] for d in (out, alone))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [json.loads((out / "metrics.json").read_text()) for out in together]
+    assert [(m["configuration"], m["fold"]) for m in metrics] == [("lms", 0), ("lms", 1), ("face_kpd+lms", 0)]
+    # a branch too few for the fusion: refused before anything trains
+    short = [*common, "--spec", *(s.to_json() for s, _ in jobs), "--out", *map(str, together)]
+    short += ["--features", lms[0], lms[0], face[0], "--index", lms[1], lms[1], face[1]]
+    assert train.main(short) == 1

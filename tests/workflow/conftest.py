@@ -114,7 +114,10 @@ def small_config(**data_changes) -> dict:
         ],
     }
     config["tracking"]["backend"] = "mediapipe"
+    # As make demo: one job per configuration and task for every fold, and TIM-Net configurations in groups
+    # (2 here: LMS and Face KPD binary in one job, each table's two single features in one, the fusions in one)
     config["jobs"]["group_folds"] = True
+    config["jobs"]["configurations_per_job"] = 2
     return config
 
 

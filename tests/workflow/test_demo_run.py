@@ -22,10 +22,11 @@ def test_demo_profile_every_feature_learns_above_chance(tmp_path):
     project = copy_project(tmp_path / "p")
     folds = {f: range(2) if registry.get(f).is_backbone else range(5) for f in FEATURES}
     targets = [f"{avcfg.job_dir(f, 'multiclass', 'all', k)}/metrics.json" for f in FEATURES for k in folds[f]]
-    # One job per fold here (make demo groups the folds: jobs.group_folds), so that asking for 2 backbone
-    # folds trains 2, not 5.
+    # One job per configuration and fold here (make demo groups the folds and configurations: jobs.group_folds,
+    # jobs.configurations_per_job), so that asking for 2 backbone folds trains 2, not 5, and asking for
+    # a single feature trains no fusion of its group.
     # (an overlay on the demo's: --config would give the boolean as the string "false")
-    (project / "per_fold.yaml").write_text("jobs:\n  group_folds: false\n")
+    (project / "per_fold.yaml").write_text("jobs:\n  group_folds: false\n  configurations_per_job: 1\n")
     per_fold = ("--configfile", "workflow/profiles/demo/demo.yaml", "per_fold.yaml")
     result = snakemake(
         project, "--workflow-profile", "workflow/profiles/demo", *targets, *per_fold, timeout=2400

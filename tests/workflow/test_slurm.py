@@ -97,9 +97,11 @@ def slurm_run(cluster, demo_run, tmp_path_factory):
     archives = copy_archives(local / "results/demo/archives", folder / "archives")
     config = small_config(archives_dir=str(archives), demo=None)
     config["experiments"] = SLICE
-    # One job per fold on the cluster (config.yaml's default), against the local run's grouped folds: the
+    # One job per configuration and fold on the cluster (config.yaml's default), against the local run's grouped
+    # folds and configurations: the
     # outputs compared below are the same bytes either way.
     config["jobs"]["group_folds"] = False
+    config["jobs"]["configurations_per_job"] = 1
     project = project_with(folder / "project", config)
     predicted = subprocess.run(
         [str(BIN / "python"), str(ROOT / "tests/cluster/slurm_jobs.py")],

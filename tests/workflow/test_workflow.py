@@ -74,11 +74,16 @@ def test_dry_run_of_the_demo_lists_both_complete_tables(tmp_path):
     # trains its 5 folds in turn (jobs.group_folds), as are the 4 frozen-feature extractions.
     assert counts["make_demo_archives"] == 1 and "download_tracking" not in counts
     assert "prefetch_backbone" not in counts
-    assert counts["train_binary"] + counts["finetune_binary"] == 9
-    assert counts["train_multiclass"] + counts["finetune_multiclass"] == 23
+    # TIM-Net configurations in groups of up to 4 (jobs.configurations_per_job): Table 1's 5 engineered rows
+    # in 2 jobs, Table 2's 7 cells without a backbone in 2 and its 12 fusions with one in 3.
+    binary = {k: n for k, n in counts.items() if k.startswith("train_binary")}
+    multiclass = {k: n for k, n in counts.items() if k.startswith("train_multiclass")}
+    assert binary == {"train_binary_group1": 1, "train_binary_group2": 1} and counts["finetune_binary"] == 4
+    assert multiclass == {f"train_multiclass_group{i}": 1 for i in range(1, 6)}
+    assert counts["finetune_multiclass"] == 4
     # 12 actors (demo.yaml): one extraction, audio, tracking and patch job each
     assert counts["extract_frozen"] == 4 and counts["extract_openface"] == counts["crop_patches"] == 12
-    assert counts["total"] == 107
+    assert counts["total"] == 90
     # one job's outputs: every fold's folder
     command = next(
         line for line in result.stdout.splitlines() if "avemotion.train" in line and "/lms/binary/" in line
@@ -89,9 +94,10 @@ def test_dry_run_of_the_demo_lists_both_complete_tables(tmp_path):
 def test_demo_subset_runs_from_archives_to_tables(demo_run):
     project, result = demo_run
     counts = job_counts(result.stdout + result.stderr)
-    # one job per configuration and task for both folds (jobs.group_folds)
-    assert counts["train_binary"] == 2 and counts["extract_openface"] == 4
-    assert counts["train_multiclass"] == 2 + 2  # LMS, Face KPD and the two fusions
+    # one job per group of 2 configurations and task for both folds (jobs.group_folds, configurations_per_job)
+    assert counts["train_binary_group1"] == 1 and counts["extract_openface"] == 4
+    assert counts["train_multiclass_group1"] == counts["train_multiclass_group2"] == 1  # singles, fusions
+    assert not any(k in counts for k in ("train_binary", "train_multiclass", "train_binary_group2"))
     assert counts["crop_patches"] == 4 and counts["finetune_multiclass"] == 2
     assert "finetune_binary" not in counts and counts["extract_frozen"] == 2
     t1 = pd.read_csv(project / "results/tables/table1.csv")

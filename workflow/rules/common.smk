@@ -43,6 +43,16 @@ JOB_FOLDS = [str(k) for k in FOLDS] if GROUP_FOLDS else ["{fold}"]
 # The part of a training job's log and benchmark paths that names its folds; its runtime scales with them.
 JOB_PART = "folds" if GROUP_FOLDS else "fold{fold}"
 FOLDS_PER_JOB = len(JOB_FOLDS)
+# TIM-Net training jobs of several configurations (config jobs.configurations_per_job > 1): each task's
+# groups, one rule each (train_<task>_group<i>); the single-configuration rules then match no configuration.
+TRAIN_GROUPS = {
+    task: (
+        avcfg.training_groups(config, task)
+        if config["jobs"]["configurations_per_job"] > 1
+        else []
+    )
+    for task in paper.TASKS
+}
 # Frozen per-fold features of the fine-tuned backbones: the edge into multimodal fusion.
 FROZEN = expand(
     "results/features/{feature}/fold{fold}/features.npy",
@@ -51,11 +61,16 @@ FROZEN = expand(
 )
 
 
+# The configuration wildcard's pattern, and one that matches no configuration (a rule switched off).
+CONFIGURATION = r"[a-z0-9_]+(\+[a-z0-9_]+)*"
+NO_CONFIGURATION = r"(?!)"
+
+
 wildcard_constraints:
     actor=r"\d{2}",
     fold=r"\d",
     feature=r"[a-z0-9_]+",
-    configuration=r"[a-z0-9_]+(\+[a-z0-9_]+)*",
+    configuration=CONFIGURATION,
     task="binary|multiclass",
     target="|".join((*paper.CLASSES, "all")),
 
@@ -84,13 +99,15 @@ def branch_folders(configuration, fold):
     ]
 
 
-def configuration_features(wildcards):
-    """The feature arrays TIM-Net trains on, one per modality and distinct fold folder."""
+def configuration_features(wildcards, configurations=None):
+    """The feature arrays TIM-Net trains on, one per modality and distinct fold folder, of the job's
+    configuration (its wildcard) or of each configuration of a group."""
     folders = list(
         dict.fromkeys(
             folder
+            for configuration in configurations or [wildcards.configuration]
             for fold in job_folds(wildcards)
-            for folder in branch_folders(wildcards.configuration, fold)
+            for folder in branch_folders(configuration, fold)
         )
     )
     return {
@@ -99,17 +116,19 @@ def configuration_features(wildcards):
     }
 
 
-def feature_args(task, name):
+def feature_args(task, name, configurations=None):
     """avemotion.train's --features (name features.npy) or --index (index.csv) values: one per modality when
-    every fold of the job reads the same arrays, else one per modality and fold job, in --spec order.
-    """
+    every fold of the job's one configuration reads the same arrays, else one per modality and fold job, in
+    --spec order (per-fold frozen features; a group of configurations)."""
 
     def args(wildcards):
+        names = configurations or [wildcards.configuration]
         per_fold = [
-            branch_folders(wildcards.configuration, fold)
+            branch_folders(configuration, fold)
+            for configuration in names
             for fold in job_folds(wildcards)
         ]
-        if len({tuple(folders) for folders in per_fold}) == 1:
+        if len(names) == 1 and len({tuple(folders) for folders in per_fold}) == 1:
             return [f"{folder}/{name}" for folder in per_fold[0]]
         n_targets = len(avcfg.targets_of(task))
         return [
@@ -119,11 +138,13 @@ def feature_args(task, name):
     return args
 
 
-def fold_dirs(stage, task):
-    """The output folders of one training job: one per fold and target of ``task`` (wildcard
-    configuration; fold unless folds are grouped), fold by fold."""
+def fold_dirs(stage, task, configurations=("{configuration}",)):
+    """The output folders of one training job: one per configuration (its wildcard, or a group's), fold
+    (unless folds are grouped) and target of ``task``, configuration by configuration, fold by fold.
+    """
     return [
-        f"results/{stage}/{{configuration}}/{task}/{target}/fold{fold}"
+        f"results/{stage}/{configuration}/{task}/{target}/fold{fold}"
+        for configuration in configurations
         for fold in JOB_FOLDS
         for target in avcfg.targets_of(task)
     ]
@@ -143,9 +164,16 @@ def frozen_checkpoints(wildcards):
     ]
 
 
-def fold_outputs(stage, task):
+def fold_outputs(stage, task, configurations=None):
     """Every file of one training job, named "<target>_<file stem>" (angry_metrics, all_checkpoint, ...),
-    with "_<fold>" appended when the job trains every fold."""
+    with "_<fold>" appended when the job trains every fold; a group's files are not named.
+    """
+    if configurations is not None:
+        return [
+            f"{folder}/{name}"
+            for folder in fold_dirs(stage, task, configurations)
+            for name in avcfg.JOB_OUTPUTS
+        ]
     suffix = (lambda folder: f"_{folder[-1]}") if GROUP_FOLDS else (lambda folder: "")
     return {
         f"{Path(folder).parts[-2]}_{name.split('.')[0]}{suffix(folder)}": f"{folder}/{name}"
@@ -154,14 +182,13 @@ def fold_outputs(stage, task):
     }
 
 
-def train_specs_json(task):
-    """The TrainSpec JSON of every fold and target of a training job, in fold_dirs order."""
+def train_specs_json(task, configurations=None):
+    """The TrainSpec JSON of every configuration, fold and target of a training job, in fold_dirs order."""
 
     def specs(wildcards):
         return [
-            avcfg.train_spec(
-                config, wildcards.configuration, task, target, fold
-            ).to_json()
+            avcfg.train_spec(config, configuration, task, target, fold).to_json()
+            for configuration in configurations or [wildcards.configuration]
             for fold in job_folds(wildcards)
             for target in avcfg.targets_of(task)
         ]

@@ -1,7 +1,15 @@
 # One job trains every target of a configuration, task and fold: the 8 one-vs-rest models of a Table 1 fold
 # (train_binary, finetune_binary) share one process's start-up and one read of the inputs; a Table 2 fold
 # (train_multiclass, finetune_multiclass) is one model. With jobs.group_folds (the demo) one job trains every
-# fold of its configuration and task in turn: log and benchmark paths then end in folds.log/folds.tsv.
+# fold of its configuration and task in turn: log and benchmark paths then end in folds.log/folds.tsv. With
+# jobs.configurations_per_job > 1 the rules train_<task>_group<i> below train groups of configurations
+# instead, and these two match none.
+TRAIN_COMMAND = (
+    "python -m avemotion.train --spec {params.specs:q} --features {params.features}"
+    " --index {params.index} --clips {input.clips} --manifest {input.manifest}"
+    " --out {params.out} --threads {threads} --tracking-uri {params.uri:q}"
+    " --experiment-prefix {params.prefix} --diagnostic {log}.nonfinite.json > {log} 2>&1"
+)
 
 
 rule train_binary:
@@ -15,6 +23,8 @@ rule train_binary:
         f"logs/train_binary/{{configuration}}/{JOB_PART}.log",
     benchmark:
         f"benchmarks/train_binary/{{configuration}}/{JOB_PART}.tsv"
+    wildcard_constraints:
+        configuration=NO_CONFIGURATION if TRAIN_GROUPS["binary"] else CONFIGURATION,
     conda:
         "../../envs/avemotion.yaml"
     threads: 1
@@ -29,10 +39,7 @@ rule train_binary:
         uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
     shell:
-        "python -m avemotion.train --spec {params.specs:q} --features {params.features}"
-        " --index {params.index} --clips {input.clips} --manifest {input.manifest}"
-        " --out {params.out} --threads {threads} --tracking-uri {params.uri:q}"
-        " --experiment-prefix {params.prefix} --diagnostic {log}.nonfinite.json > {log} 2>&1"
+        TRAIN_COMMAND
 
 
 use rule train_binary as train_multiclass with:
@@ -42,6 +49,8 @@ use rule train_binary as train_multiclass with:
         f"logs/train_multiclass/{{configuration}}/{JOB_PART}.log",
     benchmark:
         f"benchmarks/train_multiclass/{{configuration}}/{JOB_PART}.tsv"
+    wildcard_constraints:
+        configuration=NO_CONFIGURATION if TRAIN_GROUPS["multiclass"] else CONFIGURATION,
     resources:
         mem_mb=4000,
         runtime=120 * FOLDS_PER_JOB,
@@ -52,6 +61,47 @@ use rule train_binary as train_multiclass with:
         out=fold_dirs("train", "multiclass"),
         uri=JOB_MLFLOW_URI,
         prefix=config["mlflow"]["experiment_prefix"],
+
+
+# Groups of configurations (jobs.configurations_per_job): the same command, over every configuration of the
+# group in turn; runtime adds up.
+for task, groups in TRAIN_GROUPS.items():
+    for number, configurations in enumerate(groups, start=1):
+
+        rule:
+            name:
+                f"train_{task}_group{number}"
+            input:
+                unpack(
+                    lambda w, configurations=configurations: configuration_features(
+                        w, configurations
+                    )
+                ),
+                clips="results/clips/clips.csv",
+                manifest="results/clips/data_manifest.json",
+            output:
+                fold_outputs("train", task, configurations),
+            log:
+                f"logs/train_{task}_group{number}/{JOB_PART}.log",
+            benchmark:
+                f"benchmarks/train_{task}_group{number}/{JOB_PART}.tsv"
+            conda:
+                "../../envs/avemotion.yaml"
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=(240 if task == "binary" else 120)
+                * FOLDS_PER_JOB
+                * len(configurations),
+            params:
+                specs=train_specs_json(task, configurations),
+                features=feature_args(task, "features.npy", configurations),
+                index=feature_args(task, "index.csv", configurations),
+                out=fold_dirs("train", task, configurations),
+                uri=JOB_MLFLOW_URI,
+                prefix=config["mlflow"]["experiment_prefix"],
+            shell:
+                TRAIN_COMMAND
 
 
 rule finetune_binary:
