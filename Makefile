@@ -71,7 +71,7 @@ workflow-test: setup models
 	$(BIN)/pytest tests/workflow -q
 
 test: lint models
-	$(BIN)/pytest tests -q --durations=15
+	$(BIN)/pytest tests -q --durations=30
 
 clean-demo:
 	rm -rf results/demo results/download results/clips results/audio results/features results/train \
