@@ -8,10 +8,11 @@
 #   tracking/Actor_XX/      per clip: OpenFace 2.x contract CSV + JSON sidecar (backend, lost frames)
 #   patches/Actor_XX/       per clip: face/eye/mouth patches (mp4 per stream and frame set) + JSON sidecar
 #   features/<feature>/     features.npy (clips x frames x dims) + index.csv; backbones: fold<k>/ (frozen)
-#   train/<configuration>/<task>/<target>/fold<k>/   metrics, predictions, history, confusion, checkpoint
-#   finetune/<feature>/<task>/<target>/fold<k>/      the same, for a backbone fine-tuned under TIM-Net
-#   tables/                 table1.{csv,md,tex}, table2.{csv,md,tex}: mean ± std over folds, pooled, paper
-#   figures/                Table 1 heat map, Table 2 grid, confusion/ and curves/ per configuration
+#   train/<configuration>/<task>/<target>/seed<s>/fold<k>/   metrics, predictions, history, confusion, checkpoint
+#   finetune/<feature>/<task>/<target>/seed<s>/fold<k>/      the same, for a backbone fine-tuned under TIM-Net
+#   tables/                 table1.{csv,md,tex}, table2.{csv,md,tex}: mean over folds and seeds, 95 % interval,
+#                           spreads across folds and seeds, pooled, paper
+#   figures/                Table 1 heat map, Table 2 grid, their interval plots, confusion/ and curves/
 #   mlflow/                 MLflow store (mlflow.db), artifacts, parents.json (one parent run per configuration)
 from snakemake.utils import min_version, validate
 

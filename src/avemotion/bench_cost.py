@@ -59,12 +59,12 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
         else None
     )
     totals: dict[str, dict] = {}
-    for configuration, task, fold in avcfg.training_jobs(config):
+    for configuration, task, fold, seed in avcfg.training_jobs(config):
         keys = registry.split_configuration(configuration)
         if len(keys) == 1 and registry.get(keys[0]).is_backbone:
             continue  # fine-tuned: backbones.json
         target = "all" if task == "multiclass" else paper.CLASSES[0]
-        spec = avcfg.train_spec(config, configuration, task, target, fold)
+        spec = avcfg.train_spec(config, configuration, task, target, fold, seed)
         n_train, n_test = folds[fold]
         models = len(paper.CLASSES) if task == "binary" else 1
         samples = models * (spec.epochs * n_train + n_test)
@@ -95,20 +95,24 @@ def timnet_rows(config: dict, timnet: dict, gpu_tflops: float) -> list[dict]:
     ]
 
 
-def backbone_rows(backbones: dict) -> list[dict]:
-    """The per-rule totals ``bench backbones`` projected."""
+def backbone_rows(backbones: dict, finetune_seeds: int = 1) -> list[dict]:
+    """The per-rule totals ``bench backbones`` projected, its fine-tuning rules scaled from the fine-tuning
+    seeds it projected (``finetune_seeds`` in backbones.json; 1 where it predates seeds) to
+    ``finetune_seeds``."""
     out = []
+    scale = finetune_seeds / backbones.get("finetune_seeds", 1)
     for r in backbones["rows"]:
         if r.get("feature") == "total" and r["rule"] != "total":
-            gpu = r["gpu_hours_assumed"]
+            k = scale if r["rule"].startswith("finetune_") else 1
+            cpu = r["measured_hours"] if backbones["machine"]["device"] == "cpu" else math.nan
             out.append(
                 {
                     "rule": r["rule"],
-                    "jobs": r["jobs"],
+                    "jobs": round(r["jobs"] * k),
                     "models": None,
-                    "cpu_hours": r["measured_hours"] if backbones["machine"]["device"] == "cpu" else math.nan,
+                    "cpu_hours": cpu * k,
                     "flops": math.nan,
-                    "gpu_hours_assumed": gpu,
+                    "gpu_hours_assumed": r["gpu_hours_assumed"] * k,
                     "source": "bench backbones",
                 }
             )
@@ -150,7 +154,8 @@ def cost_table(
 ) -> list[dict]:
     rows = []
     if (out_dir / "backbones.json").exists():
-        rows += backbone_rows(json.loads((out_dir / "backbones.json").read_text()))
+        finetune_seeds = len(config["training"]["finetune_seeds"])
+        rows += backbone_rows(json.loads((out_dir / "backbones.json").read_text()), finetune_seeds)
     rows += timnet_rows(config, json.loads((out_dir / "timnet.json").read_text()), gpu_tflops)
     if run_clips:
         rows += per_clip_rows(config, benchmarks, run_clips)
@@ -165,6 +170,27 @@ def cost_table(
                 r["startup_hours"] = r["jobs"] * per_job[r["rule"]] / 3600
                 r["cpu_hours"] += r["startup_hours"]
     return rows
+
+
+def seed_costs(config: dict, rows: list[dict]) -> list[str]:
+    """What the seeds cost: the training rules' hours per seed (config ``training.seeds`` for the TIM-Net
+    rules, ``training.finetune_seeds`` for the fine-tuning ones), i.e. what one more seed adds."""
+    lines = []
+    for key, prefix, what in (
+        ("seeds", "train_", "TIM-Net on feature arrays (train_*)"),
+        ("finetune_seeds", "finetune_", "backbone fine-tuning (finetune_*)"),
+    ):
+        k = len(config["training"][key])
+        found = [r for r in rows if r["rule"].startswith(prefix)]
+        if not found:
+            continue
+        cpu = sum(r["cpu_hours"] for r in found if not math.isnan(r["cpu_hours"]))
+        gpu = sum(r["gpu_hours_assumed"] for r in found if not math.isnan(r["gpu_hours_assumed"]))
+        lines.append(
+            f"- {what}: {k} seed(s) (training.{key}) cost {cpu:,.1f} CPU-hours / {gpu:.1f} GPU-hours "
+            f"(assumed); each more seed adds {cpu / k:,.1f} CPU-hours / {gpu / k:.1f} GPU-hours."
+        )
+    return lines
 
 
 def render(rows: list[dict]) -> str:

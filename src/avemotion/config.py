@@ -237,19 +237,34 @@ def patch_params(config: dict) -> dict:
     return {**config["patches"], "lost": dict(config["tracking"]["lost"])}
 
 
-def fold_jobs(config: dict) -> list[tuple[str, str, str, int]]:
-    """Every fold job the tables need, as (configuration, task, target, fold): one per emotion and fold for
-    each Table 1 row (binary), one per fold for each Table 2 cell (multiclass), in config order."""
+def seeds_of(config: dict, configuration: str) -> list[int]:
+    """The seeds a configuration trains (one model per seed, target and fold): ``training.seeds`` for TIM-Net
+    on feature arrays, ``training.finetune_seeds`` for a backbone fine-tuned on its own."""
+    key = "seeds" if trains_on_arrays(configuration) else "finetune_seeds"
+    return [int(s) for s in config["training"][key]]
+
+
+def frozen_seed(config: dict) -> int:
+    """The fine-tuning seed whose fold models give the frozen features fusions read: the first one."""
+    return int(config["training"]["finetune_seeds"][0])
+
+
+def fold_jobs(config: dict) -> list[tuple[str, str, str, int, int]]:
+    """Every model the tables need, as (configuration, task, target, fold, seed): one per emotion, fold and
+    seed for each Table 1 row (binary), one per fold and seed for each Table 2 cell (multiclass), in config
+    order."""
     folds = sorted(folds_of(config))
     jobs = [
-        (name, "binary", target, fold)
+        (name, "binary", target, fold, seed)
         for name in implemented_configurations(config, "table1")
+        for seed in seeds_of(config, name)
         for fold in folds
         for target in paper.CLASSES
     ]
     jobs += [
-        (name, "multiclass", "all", fold)
+        (name, "multiclass", "all", fold, seed)
         for name in implemented_configurations(config, "table2")
+        for seed in seeds_of(config, name)
         for fold in folds
     ]
     return jobs
@@ -260,10 +275,11 @@ def targets_of(task: str) -> tuple[str, ...]:
     return paper.CLASSES if task == "binary" else ("all",)
 
 
-def training_jobs(config: dict) -> list[tuple[str, str, int]]:
-    """The workflow's training jobs, as (configuration, task, fold): one process trains every target of a
-    configuration, task and fold (the 8 one-vs-rest models of a binary fold share its start-up and data)."""
-    return list(dict.fromkeys((name, task, fold) for name, task, _, fold in fold_jobs(config)))
+def training_jobs(config: dict) -> list[tuple[str, str, int, int]]:
+    """The workflow's training jobs, as (configuration, task, fold, seed): one process trains every target
+    of a configuration, task, fold and seed (the 8 one-vs-rest models of a binary fold share its start-up
+    and data); seeds are jobs of their own."""
+    return list(dict.fromkeys((name, task, fold, seed) for name, task, _, fold, seed in fold_jobs(config)))
 
 
 def trains_on_arrays(configuration: str) -> bool:
@@ -304,7 +320,7 @@ def training_groups(config: dict, task: str) -> list[tuple[str, ...]]:
         if not part:
             continue
         spec_bytes = sum(
-            len(train_spec(config, name, task, target, fold).to_json()) + 3  # quotes and a space
+            len(train_spec(config, name, task, target, fold).to_json()) + 3  # quotes, a space; one seed
             for name in part
             for target in targets_of(task)
             for fold in folds
@@ -316,11 +332,13 @@ def training_groups(config: dict, task: str) -> list[tuple[str, ...]]:
     return groups
 
 
-def job_dir(configuration: str, task: str, target: str, fold: int | str) -> str:
-    """Where a fold job writes its outputs: ``results/finetune/...`` for a pretrained backbone fine-tuned on
-    its own (avemotion.finetune), ``results/train/...`` for TIM-Net on feature arrays (avemotion.train)."""
+def job_dir(configuration: str, task: str, target: str, fold: int | str, seed: int | str) -> str:
+    """Where one model (a fold job of one seed) writes its outputs:
+    ``results/<stage>/<configuration>/<task>/<target>/seed<seed>/fold<fold>``, stage ``finetune`` for a
+    pretrained backbone fine-tuned on its own (avemotion.finetune), ``train`` for TIM-Net on feature arrays
+    (avemotion.train)."""
     stage = "train" if trains_on_arrays(configuration) else "finetune"
-    return f"results/{stage}/{configuration}/{task}/{target}/fold{fold}"
+    return f"results/{stage}/{configuration}/{task}/{target}/seed{seed}/fold{fold}"
 
 
 def frozen_features(config: dict) -> list[str]:
@@ -405,8 +423,11 @@ class TrainSpec:
         return registry.split_configuration(self.configuration)
 
 
-def train_spec(config: dict, configuration: str, task: str, target: str, fold: int) -> TrainSpec:
-    """The spec of the job training ``configuration`` for ``task``/``target`` on ``fold``."""
+def train_spec(
+    config: dict, configuration: str, task: str, target: str, fold: int, seed: int | None = None
+) -> TrainSpec:
+    """The spec of the job training ``configuration`` for ``task``/``target`` on ``fold`` with ``seed`` (by
+    default the configuration's first seed, ``seeds_of``)."""
     if task not in paper.TASKS:
         raise ConfigError(f"unknown task {task!r}; expected one of {paper.TASKS}")
     if (task == "multiclass") != (target == "all") or (task == "binary" and target not in paper.CLASSES):
@@ -440,7 +461,7 @@ def train_spec(config: dict, configuration: str, task: str, target: str, fold: i
         kernel_size=int(model["kernel_size"]),
         convs_per_block=int(model["convs_per_block"]),
         dropout=float(model["dropout"]),
-        seed=int(train["seed"]),
+        seed=int(seeds_of(config, configuration)[0] if seed is None else seed),
         device=train["device"],
         beta1=float(opt["beta1"]),
         beta2=float(opt["beta2"]),

@@ -1,9 +1,12 @@
 """Figures of the aggregated results, drawn with matplotlib (Agg) by one process:
 
-- ``table1_heatmap.png``: Table 1 (binary macro-F1) as heat maps, ours (mean over folds) | the paper's |
-  ours - paper; ours and the paper's share one colour scale; every cell annotated; cells not run or not
-  published are hatched.
+- ``table1_heatmap.png``: Table 1 (binary macro-F1) as heat maps, ours (mean over folds and seeds, its 95 %
+  interval under it) | the paper's (marked "in" or "out" of our interval) | ours - paper; ours and the
+  paper's share one colour scale; every cell annotated; cells not run or not published are hatched.
 - ``table2_grid.png``: Table 2 (8-class accuracy %) as the same three grids (visual rows x speech columns).
+- ``table1_intervals.png``, ``table2_intervals.png``: every cell's mean with its 95 % interval as a bar, the
+  paper's value as a marker, filled where it lies inside the interval and hollow where outside (Table 1: one
+  panel per feature row).
 - ``confusion/<table1|table2>_<configuration>.png``: the confusion matrix pooled over the folds (the sum of
   the fold matrices: every clip once), colours normalised per true class (row), counts annotated; a Table 1
   configuration gets its 8 one-vs-rest 2x2 matrices as panels of one figure.
@@ -132,7 +135,7 @@ def compare_figure(
     difference = ours - published
     diff_text = [[f"{d:+.{digits}f}" if np.isfinite(d) else "" for d in row] for row in difference]
     image = grid_panel(
-        axes[0], ours, ours_text, norm, "viridis", rows, columns, "ours (mean ± std over folds)"
+        axes[0], ours, ours_text, norm, "viridis", rows, columns, "ours (mean [95 % interval])"
     )
     grid_panel(axes[1], published, published_text, norm, "viridis", rows, columns, "paper")
     diff_image = grid_panel(
@@ -151,8 +154,20 @@ def compare_figure(
     return fig
 
 
-def _ours_text(mean: float, std: float, digits: int) -> str:
-    return "not run" if math.isnan(mean) else f"{mean:.{digits}f}\n±{std:.{digits}f}"
+def _ours_text(r, digits: int) -> str:
+    """The mean over folds and seeds, and under it the 95 % interval."""
+    if math.isnan(r["mean"]):
+        return "not run"
+    if math.isnan(r["ci_low"]):
+        return f"{r['mean']:.{digits}f}"
+    return f"{r['mean']:.{digits}f}\n[{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
+
+
+def _paper_text(r, digits: int) -> str:
+    """The paper's value, and whether it lies in our 95 % interval ("in", "out")."""
+    inside = r["paper_inside"]
+    mark = "" if math.isnan(inside) else ("\nin" if inside else "\nout")
+    return f"{r['paper']:.{digits}f}{mark}"
 
 
 def table1_heatmap(t1: pd.DataFrame) -> Figure:
@@ -169,9 +184,9 @@ def table1_heatmap(t1: pd.DataFrame) -> Figure:
                 continue
             r = cells.loc[(key, emotion)]
             ours[i, j], published[i, j] = r["mean"], r["paper"]
-            ours_text[i][j] = _ours_text(r["mean"], r["std"], 2)
+            ours_text[i][j] = _ours_text(r, 2)
             if not math.isnan(r["paper"]):
-                published_text[i][j] = f"{r['paper']:.2f}"
+                published_text[i][j] = _paper_text(r, 2)
             else:  # the two values extracted as "08": only their range is known
                 has_range = isinstance(r.get("paper_range"), str | list)  # a list in memory, text in the CSV
                 published_text[i][j] = "0.8?" if has_range else "not published"
@@ -207,8 +222,8 @@ def table2_grid(t2: pd.DataFrame) -> Figure:
             if r is None:  # the None/None corner has no configuration
                 continue
             ours[i, j], published[i, j] = r.mean, r.paper
-            ours_text[i][j] = _ours_text(r.mean, r.std, 1)
-            published_text[i][j] = "not published" if math.isnan(r.paper) else f"{r.paper:.1f}"
+            ours_text[i][j] = _ours_text(r._asdict(), 1)
+            published_text[i][j] = "not published" if math.isnan(r.paper) else _paper_text(r._asdict(), 1)
     return compare_figure(
         ours,
         ours_text,
@@ -221,6 +236,61 @@ def table2_grid(t2: pd.DataFrame) -> Figure:
         title="Table 2: 8-class accuracy % (rows: visual features, columns: speech features)",
         figsize=(13, 5.5),
     )
+
+
+def interval_panel(ax: Axes, rows: pd.DataFrame, labels: list[str], metric: str, title: str) -> None:
+    """Per row (top to bottom): the mean as a dot, its 95 % interval as a bar, the paper's value as a
+    diamond, filled when inside the interval, hollow when outside; rows not run are labelled so."""
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows.to_dict("records"), strict=True):
+        if math.isnan(r["mean"]):
+            ax.text(0.5, yi, "not run", transform=ax.get_yaxis_transform(), ha="center", va="center",
+                    fontsize=7, color="0.5")  # fmt: skip
+            continue
+        if not math.isnan(r["ci_low"]):
+            ax.plot([r["ci_low"], r["ci_high"]], [yi, yi], color="tab:blue", lw=2.5, solid_capstyle="butt")
+        ax.plot(r["mean"], yi, "o", color="tab:blue", ms=4)
+        published = r["paper"]
+        if published is not None and not math.isnan(published):
+            inside = r["paper_inside"] == 1
+            ax.plot(published, yi, "D", ms=5, color="tab:red", mfc="tab:red" if inside else "white")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(metric)
+    ax.grid(axis="x", color="0.9")
+    ax.set_title(title, fontsize=9)
+
+
+INTERVAL_LEGEND = [
+    Line2D([], [], color="tab:blue", marker="o", lw=2.5, ms=4, label="ours: mean, 95 % interval"),
+    Line2D([], [], color="tab:red", marker="D", lw=0, ms=5, label="paper, inside the interval"),
+    Line2D([], [], color="tab:red", marker="D", lw=0, ms=5, mfc="white", label="paper, outside"),
+]
+
+
+def table1_intervals(t1: pd.DataFrame) -> Figure:
+    """Table 1's cells as intervals: one panel per feature row, its 8 emotions."""
+    fig = Figure(figsize=(15, 9), layout="constrained")
+    axes = fig.subplots(3, 3, sharex=True).ravel()
+    for ax, (key, _, kind, label) in zip(axes, paper.TABLE1_ROWS, strict=True):
+        rows = t1[t1["configuration"] == key].set_index("emotion").reindex(list(paper.CLASSES)).reset_index()
+        interval_panel(ax, rows, list(paper.CLASSES), "macro-F1", f"{label} ({kind})")
+    fig.legend(handles=INTERVAL_LEGEND, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle(
+        "Table 1: binary macro-F1, mean over folds and seeds with its 95 % interval, and the paper's"
+    )
+    return fig
+
+
+def table2_intervals(t2: pd.DataFrame) -> Figure:
+    """Table 2's cells as intervals, row-major as in the table."""
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    ax = fig.subplots()
+    labels = [f"{r.visual} | {r.speech}" for r in t2.itertuples(index=False)]
+    interval_panel(ax, t2, labels, "accuracy %", "visual | speech")
+    fig.legend(handles=INTERVAL_LEGEND, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle("Table 2: 8-class accuracy %, mean over folds and seeds with its 95 % interval")
+    return fig
 
 
 # -------------------------------------------------------------------------- per configuration
@@ -263,12 +333,19 @@ class FoldResults:
     task: str
     configuration: str
     n_folds: int
-    confusions: dict[str, np.ndarray]  # target -> confusion matrix summed over its folds
+    n_seeds: int
+    confusions: dict[str, np.ndarray]  # target -> confusion matrix summed over its folds and seeds
     histories: list[tuple[str, int, pd.DataFrame]]  # (target, fold, history with epoch and train_loss)
 
     @property
     def name(self) -> str:
         return figure_name(self.task, self.configuration)
+
+    @property
+    def pooled_over(self) -> str:
+        """ "5 folds", "5 folds x 3 seeds": what its confusion matrices sum."""
+        seeds = f" x {self.n_seeds} seeds" if self.n_seeds > 1 else ""
+        return f"{self.n_folds} folds{seeds}"
 
 
 def read_history(folder: Path) -> pd.DataFrame:
@@ -292,13 +369,14 @@ def load_fold_results(frame: pd.DataFrame) -> list[FoldResults]:
     for task, configuration in _configurations(frame):
         rows = frame[(frame["task"] == task) & (frame["configuration"] == configuration)]
         order = rows["target"].map(TARGET_ORDER.index)  # the tables' class order, then "all"
-        rows = rows.assign(order=order).sort_values(["order", "fold"])
+        rows = rows.assign(order=order).sort_values(["order", "seed", "fold"])
         confusions = {
             target: tables.pooled_confusion(group["folder"].tolist(), task, target)
             for target, group in rows.groupby("target", sort=False)
         }
         histories = [(r.target, r.fold, read_history(r.folder)) for r in rows.itertuples(index=False)]
-        loaded.append(FoldResults(task, configuration, rows["fold"].nunique(), confusions, histories))
+        n_folds, n_seeds = rows["fold"].nunique(), rows["seed"].nunique()
+        loaded.append(FoldResults(task, configuration, n_folds, n_seeds, confusions, histories))
     return loaded
 
 
@@ -310,9 +388,7 @@ def confusion_figure(results: FoldResults) -> Figure:
         cm = results.confusions["all"]
         title = f"accuracy {100 * metric(cm):.1f} % (pooled)"
         image = confusion_panel(fig.subplots(), cm, tables.class_names(results.task, "all"), title)
-        fig.suptitle(
-            f"Table 2 — {results.configuration}: confusion matrix pooled over {results.n_folds} folds"
-        )
+        fig.suptitle(f"Table 2 — {results.configuration}: confusion matrix pooled over {results.pooled_over}")
     else:
         fig = Figure(figsize=(13, 6.5), layout="constrained")
         image = None
@@ -325,7 +401,7 @@ def confusion_figure(results: FoldResults) -> Figure:
             title = f"{emotion}: macro-F1 {metric(cm):.2f} (pooled)"
             image = confusion_panel(ax, cm, tables.class_names(results.task, emotion), title)
         fig.suptitle(
-            f"Table 1 — {results.configuration}: one vs rest, confusion matrices pooled over {results.n_folds} folds"
+            f"Table 1 — {results.configuration}: one vs rest, confusion matrices pooled over {results.pooled_over}"
         )
     if image is not None:
         fig.colorbar(image, ax=fig.axes, label="share of the true class", shrink=0.8)
@@ -333,8 +409,8 @@ def confusion_figure(results: FoldResults) -> Figure:
 
 
 def curves_figure(results: FoldResults) -> Figure:
-    """Training loss per epoch: one thin line per fold job (coloured by emotion for Table 1, by fold for
-    Table 2), the mean over them per epoch thick."""
+    """Training loss per epoch: one thin line per model (coloured by emotion for Table 1, by fold for
+    Table 2; one line per seed), the mean over them per epoch thick."""
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
     binary = results.task == "binary"
@@ -364,6 +440,8 @@ def draw_all(frame: pd.DataFrame, t1: pd.DataFrame, t2: pd.DataFrame, out_dir: P
         (out_dir / kind).mkdir(parents=True, exist_ok=True)
     paths = [save(table1_heatmap(t1), out_dir / "table1_heatmap.png")]
     paths.append(save(table2_grid(t2), out_dir / "table2_grid.png"))
+    paths.append(save(table1_intervals(t1), out_dir / "table1_intervals.png"))
+    paths.append(save(table2_intervals(t2), out_dir / "table2_intervals.png"))
     for results in loaded:
         paths.append(save(confusion_figure(results), out_dir / "confusion" / results.name))
         paths.append(save(curves_figure(results), out_dir / "curves" / results.name))
@@ -387,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     n = frame.groupby(["task", "configuration"]).ngroups
-    print(f"{len(paths)} figures in {args.out_dir}: the 2 table grids, 2 per configuration ({n})")
+    print(
+        f"{len(paths)} figures in {args.out_dir}: 2 table grids, 2 interval plots, 2 per configuration ({n})"
+    )
     return 0
 
 

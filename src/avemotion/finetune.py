@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from avemotion import backbones, patches, registry, train
+from avemotion import backbones, patches, registry, seeds, train
 from avemotion.features import load_audio, save_features
 from avemotion.io import DiskFullError
 from avemotion.registry import Feature
@@ -176,7 +176,7 @@ def _train_main(args: argparse.Namespace) -> int:
         if not feature.is_backbone or spec.backbone is None:
             raise train.TrainingError(f"{spec.configuration} is not a backbone feature")
         try:
-            torch.manual_seed(spec.seed)  # a random-init (demo) backbone starts from the same weights
+            seeds.seed_weights(spec.seed)  # a random-init (demo) backbone: from the seed's weights stream
             encoder = build_encoder(feature.backbone, spec.backbone)  # first: missing weights fail fast
             if not loaded:
                 loaded["inputs"] = load_inputs(feature, table, args.inputs, "finetune")

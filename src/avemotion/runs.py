@@ -65,11 +65,21 @@ PARENT_TAG = "avemotion.parent"  # "table2/face_kpd+lms" on a configuration's pa
 PARENT_ID_TAG = "mlflow.parentRunId"  # the MLflow UI nests a run under the run this tag names
 # Per table: its task (the experiment) and metric; the long-form CSV columns read (written by avemotion.tables).
 TABLES = {"table1": ("binary", "macro_f1"), "table2": ("multiclass", "accuracy")}
+STATS = (
+    "mean",
+    "std_folds",
+    "std_seeds",
+    "ci_low",
+    "ci_high",
+    "pooled",
+    "paper",
+    "paper_inside",
+    "difference",
+)
 TABLE_COLUMNS = {
-    "table1": ("configuration", "emotion", "n_folds", "mean", "std", "pooled", "paper", "difference"),
-    "table2": ("configuration", "n_folds", "mean", "std", "pooled", "paper", "difference"),
+    "table1": ("configuration", "emotion", "n_folds", "n_seeds", "interval", *STATS),
+    "table2": ("configuration", "n_folds", "n_seeds", "interval", *STATS),
 }
-STATS = ("mean", "std", "pooled", "paper", "difference")
 DEFAULT_STORE = Path("results") / "mlflow"
 # Params per log_batch call (MLflow's limit is 100).
 PARAM_BATCH = 100
@@ -348,9 +358,10 @@ def parent_label(table: str, configuration: str) -> str:
 def parent_metrics(table: str, rows: pd.DataFrame) -> dict[str, float]:
     """One configuration's aggregated metrics, from its rows of the long table; NaN values are left out.
 
-    Table 2 (one row, accuracy in %): ``accuracy_mean``, ``accuracy_std``, ``accuracy_pooled``,
-    ``accuracy_paper``, ``accuracy_difference``. Table 1 (one row per emotion, macro-F1 0-1):
-    ``macro_f1_<stat>.<emotion>`` per emotion, and when every emotion ran, the mean over the emotions
+    Table 2 (one row, accuracy in %): ``accuracy_<stat>`` for every stat of :data:`STATS` (the mean over
+    folds and seeds, the spreads across folds and across seeds, the 95 % interval ``ci_low``..``ci_high``,
+    pooled, the paper's value, ``paper_inside`` 1/0, the difference). Table 1 (one row per emotion, macro-F1
+    0-1): ``macro_f1_<stat>.<emotion>`` per emotion, and when every emotion ran, the mean over the emotions
     ``macro_f1_mean``, ``macro_f1_pooled``, ``macro_f1_paper`` (when all are published) and
     ``macro_f1_difference`` (= ``macro_f1_mean - macro_f1_paper``).
     """
@@ -401,6 +412,9 @@ def parent_plan(table: str, frame: pd.DataFrame) -> dict[str, dict]:
                 "task": task,
                 "table": table[-1],
                 "n_folds": int(done["n_folds"].max()),
+                "n_seeds": int(done["n_seeds"].max()),
+                # how the 95 % interval was computed (avemotion.tables.seed_summary)
+                "interval": tables.INTERVAL_METHODS.get(str(done["interval"].iloc[0]), ""),
             },
         }
     return plan

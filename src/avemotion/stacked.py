@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from avemotion import seeds
 from avemotion.config import TrainSpec
 from avemotion.models import Stream, TIMNetClassifier, TIMNetConfig
 
@@ -153,7 +154,8 @@ def fit(
     device = next(model.parameters()).device
     k_models, n = ys.shape
     opt = adam(model, spec)
-    gen = torch.Generator().manual_seed(spec.seed)
+    gen = seeds.batch_generator(spec.seed)
+    seeds.seed_dropout(spec.seed)  # the models are built: the masks come from their own stream
     histories: list[list[dict]] = [[] for _ in range(k_models)]
     best_states: list[dict] = [{} for _ in range(k_models)]
     best_epochs, best_losses = [0] * k_models, [math.inf] * k_models
@@ -213,8 +215,8 @@ def train_jobs(
     test_mask = train.fold_mask(table, spec)
     xt, x_eval, mean, std, cfg = train.feature_inputs(spec, [np.asarray(features)], test_mask, device)
     models = []
-    for s in specs:  # each model built as train_job builds it alone: from the seed
-        torch.manual_seed(s.seed)
+    for s in specs:  # each model built as train_job builds it alone: from the seed's weights stream
+        seeds.seed_weights(s.seed)
         models.append(TIMNetClassifier(cfg[0], 1).to(device))
     stacked = StackedTIMNetClassifier.from_models(models).to(device)
     y_all = [train.targets(table, s.task, s.target) for s in specs]

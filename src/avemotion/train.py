@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from avemotion import paper, registry, runs
+from avemotion import paper, registry, runs, seeds
 from avemotion.config import JOB_OUTPUTS, TrainSpec
 from avemotion.io import DiskFullError, atomic_group, atomic_write_text, write_torch
 from avemotion.metrics import accuracy, confusion_matrix, macro_f1
@@ -298,7 +298,8 @@ def fit(
     opt = adam(model, spec)
     amp = spec.mixed_precision and device.type == "cuda"
     scaler = grad_scaler(amp)
-    gen = torch.Generator().manual_seed(spec.seed)
+    gen = seeds.batch_generator(spec.seed)
+    seeds.seed_dropout(spec.seed)  # the model is built: its dropout masks come from their own stream
     history, best_state, best_epoch, best_loss = [], None, 0, math.inf
     n = len(y)
     for epoch in range(1, spec.epochs + 1):
@@ -376,12 +377,16 @@ def timnet_config(spec: TrainSpec, in_features: int, branch: dict | None = None)
     )
 
 
-def start_job(spec: TrainSpec, threads: int) -> torch.device:
-    """Seed every generator a job draws from and pick its device; the first thing a training job does."""
-    torch.manual_seed(spec.seed)
-    # Wav2Vec2 draws its SpecAugment masks and LayerDrop from NumPy's global generator (transformers'
-    # _compute_mask_indices, the encoder's layerdrop): without this a fine-tuning differs from run to run.
-    np.random.seed(spec.seed)
+def start_job(spec: TrainSpec, threads: int, seed_weights: bool = True) -> torch.device:
+    """Seed the generators a job draws from before training (avemotion.seeds: the initial weights' stream
+    unless ``seed_weights`` is False, where the caller built part of the model from it already, and NumPy's
+    augmentation stream) and pick its device; the first thing a training job does. ``fit`` seeds the dropout
+    masks' and the batch order's streams."""
+    if seed_weights:
+        seeds.seed_weights(spec.seed)
+    # Wav2Vec2 draws its SpecAugment masks from NumPy's global generator (transformers'
+    # _compute_mask_indices): without this a fine-tuning differs from run to run.
+    seeds.seed_augment(spec.seed)
     device = pick_device(spec.device)
     if device.type == "cpu":
         # The CPU kernels TIM-Net uses are deterministic (tests rerun jobs and compare). No
@@ -437,7 +442,9 @@ def train_job(
     With one (``avemotion.finetune``), ``features`` holds the backbone's raw inputs (patches or audio, kept
     on the CPU and moved to the device per batch) and the backbone is fine-tuned end to end under TIM-Net.
     """
-    device = start_job(spec, threads)
+    # A backbone passed in was built from the weights stream already (avemotion.finetune): its TIM-Net head
+    # draws on from there.
+    device = start_job(spec, threads, seed_weights=backbone is None)
     test_mask = fold_mask(table, spec)
     y_all = targets(table, spec.task, spec.target)
     n_outputs = 1 if spec.task == "binary" else len(paper.CLASSES)
@@ -562,13 +569,17 @@ def table_number(task: str) -> int:
 
 
 def run_label(spec: TrainSpec) -> tuple[str, str]:
-    """(job key, human run name): "table2/lms/multiclass/all/fold3", "Table 2 / LMS / fold 3"."""
+    """(job key, human run name) of one model: "table2/lms/multiclass/all/seed1/fold3",
+    "Table 2 / LMS / seed 1 / fold 3"."""
     labels = " + ".join(registry.get(k).label for k in spec.features)
     parts = [f"Table {table_number(spec.task)}", labels]
     if spec.task == "binary":
         parts.append(spec.target)
-    parts.append(f"fold {spec.fold}")
-    key = f"table{table_number(spec.task)}/{spec.configuration}/{spec.task}/{spec.target}/fold{spec.fold}"
+    parts += [f"seed {spec.seed}", f"fold {spec.fold}"]
+    key = (
+        f"table{table_number(spec.task)}/{spec.configuration}/{spec.task}/{spec.target}/seed{spec.seed}/"
+        f"fold{spec.fold}"
+    )
     return key, " / ".join(parts)
 
 
@@ -642,10 +653,12 @@ def run_jobs(
     data_sha256 = json.loads(args.manifest.read_text())["sha256"] if args.tracking_uri else None
     specs = [TrainSpec.from_json(text) for text in args.spec]
     groups = []
-    # A job's configurations and their folds in turn, each fold's targets together.
-    for key in dict.fromkeys((s.configuration, s.task, s.fold) for s in specs):
+    # A job's configurations and their seeds and folds in turn, each fold's targets together.
+    for key in dict.fromkeys((s.configuration, s.task, s.seed, s.fold) for s in specs):
         members = [
-            (s, o) for s, o in zip(specs, args.out, strict=True) if (s.configuration, s.task, s.fold) == key
+            (s, o)
+            for s, o in zip(specs, args.out, strict=True)
+            if (s.configuration, s.task, s.seed, s.fold) == key
         ]
         if train_stacked is not None and stacked.use_stack([s for s, _ in members]):
             groups.append(members)
@@ -702,6 +715,7 @@ def _job_run(args: argparse.Namespace, spec: TrainSpec, data_sha256: str | None,
         "task": spec.task,
         "target": spec.target,
         "fold": str(spec.fold),
+        "seed": str(spec.seed),
     }
     experiment = runs.experiment_name(args.experiment_prefix, spec.task)
     with runs.job_run(args.tracking_uri, experiment, job_key, run_name, tags) as run:
@@ -739,9 +753,9 @@ def _finish_job(spec: TrainSpec, out: Path, run: runs.JobRun | None, result: dic
     )
 
 
-def job_key(spec: TrainSpec) -> tuple[str, str, str, int]:
-    """A fold job's identity within one process: configuration, task, target, fold."""
-    return spec.configuration, spec.task, spec.target, spec.fold
+def job_key(spec: TrainSpec) -> tuple[str, str, str, int, int]:
+    """A fold job's identity within one process: configuration, task, target, fold, seed."""
+    return spec.configuration, spec.task, spec.target, spec.fold, spec.seed
 
 
 def job_feature_paths(args: argparse.Namespace) -> dict[tuple, tuple[tuple[Path, Path], ...]]:
@@ -768,8 +782,8 @@ def job_feature_paths(args: argparse.Namespace) -> dict[tuple, tuple[tuple[Path,
     }
     per_fold: dict[tuple, set] = {}
     for key, value in paths.items():
-        per_fold.setdefault((key[0], key[1], key[3]), set()).add(value)
-    for (configuration, _, fold), found in per_fold.items():
+        per_fold.setdefault((key[0], key[1], key[3], key[4]), set()).add(value)
+    for (configuration, _, fold, _), found in per_fold.items():
         if len(found) != 1:
             raise TrainingError(f"{configuration} fold {fold}: its jobs name different --features")
     return paths

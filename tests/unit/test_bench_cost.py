@@ -36,10 +36,11 @@ def test_binary_rule_by_hand(full_config):
         "face_au": "88x35",
         "head_pose": "88x6",
     }
-    samples = {f: 8 * (e * 5760 + 1440) for f, e in epochs.items()}
+    # config.yaml trains 3 seeds of each (training.seeds): a job and its models per seed.
+    samples = {f: 3 * 8 * (e * 5760 + 1440) for f, e in epochs.items()}
     hours = sum(samples[f] / RATES[shape[f]] for f in epochs) / 3600
     b = rows["train_binary"]
-    assert b["jobs"] == 25 and b["models"] == 200
+    assert b["jobs"] == 3 * 25 and b["models"] == 3 * 200
     assert b["cpu_hours"] == pytest.approx(hours)
     assert b["gpu_hours_assumed"] == pytest.approx(sum(samples.values()) * 0.2e9 / 10e12 / 3600)
 
@@ -47,7 +48,7 @@ def test_binary_rule_by_hand(full_config):
 def test_a_fusion_configuration_costs_the_sum_of_its_branches(full_config, monkeypatch):
     only = "face_kpd+lms"
     monkeypatch.setattr(
-        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold) for fold in range(5)]
+        bench_cost.avcfg, "training_jobs", lambda config: [(only, "multiclass", fold, 1) for fold in range(5)]
     )
     (row,) = bench_cost.timnet_rows(full_config, timnet_json(), gpu_tflops=10.0)
     samples = 100 * 5760 + 1440  # Table 3's LMS multimodal row: 100 epochs
@@ -60,7 +61,7 @@ def compiling_fusion_row(config: dict, monkeypatch) -> dict:
     monkeypatch.setattr(
         bench_cost.avcfg,
         "training_jobs",
-        lambda config: [("face_kpd+lms", "multiclass", k) for k in range(5)],
+        lambda config: [("face_kpd+lms", "multiclass", k, 1) for k in range(5)],
     )
     timnet = timnet_json()
     for r in timnet["rows"]:
@@ -100,7 +101,7 @@ def test_cost_table_adds_start_up_and_renders_a_total(full_config, tmp_path):
     startup = {"rows": [{"rule": "train_binary", "per_job_s": 36.0}]}
     rows = bench_cost.cost_table(full_config, tmp_path, tmp_path / "none", None, startup, 10.0)
     binary = next(r for r in rows if r["rule"] == "train_binary")
-    assert binary["startup_hours"] == pytest.approx(25 * 36.0 / 3600)
+    assert binary["startup_hours"] == pytest.approx(3 * 25 * 36.0 / 3600)  # 3 seeds
     text = bench_cost.render(rows)
     total = sum(r["cpu_hours"] for r in rows)
     assert f"**{total:,.0f}**" in text and not math.isnan(total)
@@ -108,8 +109,8 @@ def test_cost_table_adds_start_up_and_renders_a_total(full_config, tmp_path):
 
 def test_grouped_configurations_count_one_job_and_one_start_up_per_group(full_config, tmp_path):
     """jobs.configurations_per_job 2 (one job per fold): Table 1's 5 engineered rows in 3 groups, so 15
-    train_binary jobs instead of 25; the same models and training time; the groups' rules (named
-    train_binary_group<i>) give the start-up per job, at their mean."""
+    train_binary jobs instead of 25 per seed (3 seeds); the same models and training time; the groups' rules
+    (named train_binary_group<i>) give the start-up per job, at their mean."""
     (tmp_path / "timnet.json").write_text(json.dumps(timnet_json()))
     alone = {r["rule"]: r for r in bench_cost.timnet_rows(full_config, timnet_json(), 10.0)}
     grouped_config = {**full_config, "jobs": {**full_config["jobs"], "configurations_per_job": 2}}
@@ -118,6 +119,37 @@ def test_grouped_configurations_count_one_job_and_one_start_up_per_group(full_co
     }
     rows = bench_cost.cost_table(grouped_config, tmp_path, tmp_path / "none", None, startup, 10.0)
     binary = next(r for r in rows if r["rule"] == "train_binary")
-    assert binary["jobs"] == 3 * 5 and binary["models"] == alone["train_binary"]["models"] == 200
-    assert binary["startup_hours"] == pytest.approx(15 * 36.0 / 3600)
+    assert binary["jobs"] == 3 * 3 * 5 and binary["models"] == alone["train_binary"]["models"] == 3 * 200
+    assert binary["startup_hours"] == pytest.approx(3 * 15 * 36.0 / 3600)
     assert binary["cpu_hours"] - binary["startup_hours"] == pytest.approx(alone["train_binary"]["cpu_hours"])
+
+
+def test_seed_costs_say_what_each_more_seed_adds(full_config):
+    rows = [
+        {"rule": "train_binary", "cpu_hours": 30.0, "gpu_hours_assumed": 3.0},
+        {"rule": "train_multiclass", "cpu_hours": 9.0, "gpu_hours_assumed": math.nan},
+        {"rule": "finetune_binary", "cpu_hours": 100.0, "gpu_hours_assumed": 8.0},
+        {"rule": "extract_audio", "cpu_hours": 1.0, "gpu_hours_assumed": math.nan},
+    ]
+    lines = bench_cost.seed_costs(full_config, rows)  # training.seeds: 3, finetune_seeds: 1
+    assert lines[0].endswith("3 seed(s) (training.seeds) cost 39.0 CPU-hours / 3.0 GPU-hours (assumed); "
+                             "each more seed adds 13.0 CPU-hours / 1.0 GPU-hours.")  # fmt: skip
+    assert "1 seed(s) (training.finetune_seeds) cost 100.0 CPU-hours" in lines[1]
+    assert "each more seed adds 100.0 CPU-hours / 8.0 GPU-hours" in lines[1]
+
+
+def test_backbone_rows_scale_the_fine_tuning_to_the_configured_seeds():
+    backbones = {
+        "machine": {"device": "cpu"},
+        "finetune_seeds": 1,
+        "rows": [
+            {"rule": "finetune_binary", "feature": "total", "jobs": 20, "measured_hours": 50.0,
+             "gpu_hours_assumed": 4.0},
+            {"rule": "extract_frozen", "feature": "total", "jobs": 20, "measured_hours": 2.0,
+             "gpu_hours_assumed": 0.5},
+        ],
+    }  # fmt: skip
+    rows = {r["rule"]: r for r in bench_cost.backbone_rows(backbones, finetune_seeds=3)}
+    assert rows["finetune_binary"]["cpu_hours"] == 150.0 and rows["finetune_binary"]["jobs"] == 60
+    assert rows["finetune_binary"]["gpu_hours_assumed"] == 12.0
+    assert rows["extract_frozen"]["cpu_hours"] == 2.0  # one seed's models give the frozen features

@@ -163,17 +163,24 @@ def test_full_config_tracks_with_the_published_release(full_config):
     assert "records/3255102/files/FacialTracking_Actors_01-24.zip" in pre["url"]
 
 
-def test_training_jobs_group_the_fold_jobs_by_configuration_task_and_fold(full_config):
+def test_training_jobs_group_the_fold_jobs_by_configuration_task_fold_and_seed(full_config):
     full_config["experiments"]["table1"] = ["lms", "face_resnet"]
     full_config["experiments"]["table2"] = ["lms"]
+    full_config["training"]["seeds"] = [1, 7]  # TIM-Net on arrays (LMS)
+    full_config["training"]["finetune_seeds"] = [3]  # the fine-tuned Face ResNet
     jobs = C.fold_jobs(full_config)
-    assert len(jobs) == 2 * 8 * 5 + 5
+    assert len(jobs) == 2 * 8 * 5 + 8 * 5 + 2 * 5
+    assert {seed for c, *_, seed in jobs if c == "face_resnet"} == {3}
     grouped = C.training_jobs(full_config)
-    # binary: one job per fold, holding its 8 emotions; multiclass: one per fold
-    assert grouped[:6] == [("lms", "binary", k) for k in range(5)] + [("face_resnet", "binary", 0)]
-    assert grouped[-5:] == [("lms", "multiclass", k) for k in range(5)] and len(grouped) == 15
-    for configuration, task, fold in grouped:
-        mine = [target for c, t, target, f in jobs if (c, t, f) == (configuration, task, fold)]
+    # binary: one job per fold and seed, holding its 8 emotions; multiclass: one per fold and seed
+    assert grouped[:11] == (
+        [("lms", "binary", k, 1) for k in range(5)]
+        + [("lms", "binary", k, 7) for k in range(5)]
+        + [("face_resnet", "binary", 0, 3)]
+    )
+    assert grouped[-5:] == [("lms", "multiclass", k, 7) for k in range(5)] and len(grouped) == 25
+    for configuration, task, fold, seed in grouped:
+        mine = [target for c, t, target, f, s in jobs if (c, t, f, s) == (configuration, task, fold, seed)]
         assert tuple(mine) == C.targets_of(task)
     assert C.targets_of("binary") == paper.CLASSES and C.targets_of("multiclass") == ("all",)
 
@@ -186,9 +193,33 @@ def test_experiments_all_is_every_configuration_of_the_paper_layouts(full_config
     assert len(t2) == 23 and sum("+" in name for name in t2) == 15
     assert t2[:4] == ["lms", "wav2vec2_large", "eyes_resnet", "eyes_resnet+lms"]
     assert "eyes_resnet+mouth_resnet+wav2vec2_large" in t2
-    # 9 rows x 8 emotions x 5 folds binary, 23 cells x 5 folds 8-class
-    assert len(C.fold_jobs(full_config)) == 9 * 8 * 5 + 23 * 5
-    assert len(C.training_jobs(full_config)) == 9 * 5 + 23 * 5
+    # 9 rows x 8 emotions x 5 folds binary, 23 cells x 5 folds 8-class; 3 seeds for the 5 engineered rows and
+    # the 19 Table 2 cells on arrays, 1 for the 4 + 4 fine-tuned backbones
+    assert len(C.fold_jobs(full_config)) == (5 * 3 + 4) * 8 * 5 + (19 * 3 + 4) * 5
+    assert len(C.training_jobs(full_config)) == (5 * 3 + 4) * 5 + (19 * 3 + 4) * 5
+
+
+def test_seeds_of_a_configuration_and_its_spec(full_config):
+    assert C.seeds_of(full_config, "lms") == [1, 2, 3] == C.seeds_of(full_config, "eyes_resnet+lms")
+    assert C.seeds_of(full_config, "face_resnet") == [1] and C.frozen_seed(full_config) == 1
+    assert C.train_spec(full_config, "lms", "multiclass", "all", 0).seed == 1  # the first by default
+    assert C.train_spec(full_config, "lms", "multiclass", "all", 0, seed=3).seed == 3
+    assert C.job_dir("lms", "multiclass", "all", 0, 3) == "results/train/lms/multiclass/all/seed3/fold0"
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ([], "should be non-empty"),
+        ([1, 1], "non-unique"),
+        ([-1], "less than the minimum"),
+        ("1", "not of type"),
+    ],
+)
+def test_bad_seed_lists_name_the_key(full_config, seeds, message):
+    full_config["training"]["seeds"] = seeds
+    with pytest.raises(C.ConfigError, match=rf"config key 'training.seeds(\.0)?': .*{message}"):
+        C.validate_schema(full_config)
 
 
 def test_fusion_spec_takes_table3_multimodal_rows(full_config):

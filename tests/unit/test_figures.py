@@ -58,7 +58,7 @@ def test_one_confusion_and_one_curves_figure_per_configuration(results, tmp_path
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     per_configuration = ["table1_lms.png", "table2_face_kpd+lms.png", "table2_lms.png"]
     assert written == sorted(
-        ["table1_heatmap.png", "table2_grid.png"]
+        ["table1_heatmap.png", "table2_grid.png", "table1_intervals.png", "table2_intervals.png"]
         + [f"{kind}/{name}" for kind in ("confusion", "curves") for name in per_configuration]
     )
     for path in out.rglob("*.png"):
@@ -87,7 +87,9 @@ def test_table1_heatmap_shows_ours_the_papers_and_the_difference(results):
     _, table_dir = results
     fig = figures.table1_heatmap(tables.read_long(table_dir / "table1.csv"))
     ours, published, difference = fig.axes[:3]
-    assert texts(ours)[0] == "0.75\n±0.25" and texts(ours).count("not run") == 64
+    # 0.75 +- t(2) x 0.25 / sqrt(3): the interval over the 3 folds (one seed)
+    assert texts(ours)[0] == "0.75\n[0.13, 1.37]" and texts(ours).count("not run") == 64
+    assert texts(published)[0] == "0.83\nin"  # inside our interval
     # LMS row: every emotion ran (3 folds, same matrices), so the whole row is 0.75; the rest is masked
     values = ours.images[0].get_array()
     assert np.allclose(values[0], 0.75) and values.mask[1:].all() and not values.mask[0].any()
@@ -107,9 +109,9 @@ def test_table2_grid_keeps_the_speech_only_row(results):
     fig = figures.table2_grid(tables.read_long(table_dir / "table2.csv"))
     ours, published, _ = fig.axes[:3]
     # row "None" (speech only): lms in column LMS; the None/None corner has no configuration
-    assert texts(ours)[:3] == ["", "60.0\n±10.0", "not run"]
-    assert texts(published)[:3] == ["", "65.6", "not published"]
-    assert texts(ours)[3 * 6 + 1] == "60.0\n±10.0"  # Face KPD + LMS
+    assert texts(ours)[:3] == ["", "60.0\n[35.2, 84.8]", "not run"]
+    assert texts(published)[:3] == ["", "65.6\nin", "not published"]
+    assert texts(ours)[3 * 6 + 1] == "60.0\n[35.2, 84.8]"  # Face KPD + LMS
     assert ours.images[0].get_array().mask[0, 0]
 
 
@@ -156,3 +158,22 @@ def test_a_missing_history_is_an_error_naming_the_file(results, tmp_path, capsys
     assert draw(paths, table_dir, tmp_path / "figures") == 1
     assert f"{history} is missing" in capsys.readouterr().err
     assert not (tmp_path / "figures").exists()  # every file is read before the first figure is drawn
+
+
+def test_interval_plots_show_each_cells_interval_and_the_paper_inside_or_outside(results):
+    _, table_dir = results
+    t2 = tables.read_long(table_dir / "table2.csv")
+    fig = figures.table2_intervals(t2)
+    ax = fig.axes[0]
+    bars = [line for line in ax.lines if line.get_marker() in ("None", "")]
+    # two cells ran (lms, face_kpd+lms): a bar each, from ci_low to ci_high
+    assert sorted(tuple(np.round(line.get_xdata(), 2)) for line in bars) == [(35.16, 84.84)] * 2
+    diamonds = {line.get_xdata()[0]: line for line in ax.lines if line.get_marker() == "D"}
+    assert sorted(diamonds) == [65.6, 76.82]  # the paper's lms and face_kpd+lms
+    assert all(d.get_markerfacecolor() != "white" for d in diamonds.values())  # inside: filled
+    assert texts(ax).count("not run") == 21
+    outside = t2.assign(ci_low=70.0, ci_high=80.0, paper_inside=0.0)
+    diamonds = [line for line in figures.table2_intervals(outside).axes[0].lines if line.get_marker() == "D"]
+    assert len(diamonds) == 2 and all(d.get_markerfacecolor() == "white" for d in diamonds)  # outside: hollow
+    t1 = tables.read_long(table_dir / "table1.csv")
+    assert len(figures.table1_intervals(t1).axes) == 9

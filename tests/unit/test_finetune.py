@@ -55,10 +55,13 @@ def test_train_spec_of_a_backbone_feature_carries_its_backbone_and_skips_standar
 
 
 def test_job_dirs_route_fine_tuned_backbones_to_their_own_stage():
-    assert C.job_dir("face_resnet", "binary", "sad", 3) == "results/finetune/face_resnet/binary/sad/fold3"
-    assert C.job_dir("lms", "multiclass", "all", 0) == "results/train/lms/multiclass/all/fold0"
+    assert (
+        C.job_dir("face_resnet", "binary", "sad", 3, 1)
+        == "results/finetune/face_resnet/binary/sad/seed1/fold3"
+    )
+    assert C.job_dir("lms", "multiclass", "all", 0, 2) == "results/train/lms/multiclass/all/seed2/fold0"
     # a fusion configuration reads frozen features: TIM-Net on arrays, not fine-tuning
-    assert C.job_dir("face_resnet+lms", "multiclass", "all", 1).startswith("results/train/")
+    assert C.job_dir("face_resnet+lms", "multiclass", "all", 1, 1).startswith("results/train/")
 
 
 def test_frame_encoder_averages_the_two_eyes_per_frame():

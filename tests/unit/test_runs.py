@@ -233,17 +233,18 @@ def test_git_commit_outside_a_checkout(tmp_path):
 BINARY, MULTICLASS = "t/table1-binary", "t/table2-multiclass"
 
 
-def fold_run(uri, configuration, task, target, fold, via_job_run=False):
-    """A finished fold job's run with the key and tags avemotion.train gives it (run_label, _run_job);
-    created directly (fast) unless ``via_job_run``."""
+def fold_run(uri, configuration, task, target, fold, via_job_run=False, seed=1):
+    """A finished fold job's run (one seed) with the key and tags avemotion.train gives it (run_label,
+    _job_run); created directly (fast) unless ``via_job_run``."""
     table = 1 if task == "binary" else 2
-    key = f"table{table}/{configuration}/{task}/{target}/fold{fold}"
+    key = f"table{table}/{configuration}/{task}/{target}/seed{seed}/fold{fold}"
     tags = {
         "table": str(table),
         "configuration": configuration,
         "task": task,
         "target": target,
         "fold": str(fold),
+        "seed": str(seed),
     }
     experiment = BINARY if task == "binary" else MULTICLASS
     if via_job_run:
@@ -276,19 +277,25 @@ def write_tables(tmp_path, not_run=()):
                     "configuration": configuration,
                     "emotion": emotion,
                     "n_folds": 2 if ran else 0,
+                    "n_seeds": 1 if ran else 0,
                     "mean": mean,
-                    "std": 0.02 + 0.001 * j if ran else math.nan,
+                    "std_folds": 0.02 + 0.001 * j if ran else math.nan,
+                    "std_seeds": math.nan,
+                    "ci_low": mean - 0.2,
+                    "ci_high": mean + 0.2,
+                    "interval": "folds" if ran else "",
                     "pooled": mean + 0.003 if ran else math.nan,
                     "paper": published,
                     "paper_range": None,
+                    "paper_inside": float(abs(mean - published) <= 0.2) if ran else math.nan,
                     "difference": mean - published,
                 }
             )
     rows2 = []
-    for visual, speech, configuration, mean, published in (
-        ("None", "LMS", "lms", 61.25, 58.3),
-        ("Face KPD", "LMS", "face_kpd+lms", 77.5, math.nan),
-        ("Face AU", "None", "face_au", math.nan, 40.0),
+    for visual, speech, configuration, mean, published, seeds in (
+        ("None", "LMS", "lms", 61.25, 58.3, 2),
+        ("Face KPD", "LMS", "face_kpd+lms", 77.5, math.nan, 1),
+        ("Face AU", "None", "face_au", math.nan, 40.0, 1),
     ):
         mean = math.nan if configuration in not_run else mean
         ran = not math.isnan(mean)
@@ -298,10 +305,18 @@ def write_tables(tmp_path, not_run=()):
                 "speech": speech,
                 "configuration": configuration,
                 "n_folds": 2 if ran else 0,
+                "n_seeds": seeds if ran else 0,
                 "mean": mean,
-                "std": 3.5 if ran else math.nan,
+                "std_folds": 3.5 if ran else math.nan,
+                "std_seeds": 1.5 if ran and seeds > 1 else math.nan,
+                "ci_low": mean - 2.0,
+                "ci_high": mean + 2.0,
+                "interval": ("seeds" if seeds > 1 else "folds") if ran else "",
                 "pooled": mean - 0.25,
                 "paper": published,
+                "paper_inside": float(abs(mean - published) <= 2.0)
+                if ran and published == published
+                else math.nan,
                 "difference": mean - published,
             }
         )
@@ -313,7 +328,8 @@ def write_tables(tmp_path, not_run=()):
 
 @pytest.fixture
 def folds(store):
-    """Fold runs of every configuration (2 folds), the ones not run included; the store, table paths."""
+    """Fold runs of every configuration (2 folds; 2 seeds of Table 2's lms), the ones not run included; the
+    store, table paths."""
     uri, ids, tmp_path = store
     for fold in range(2):
         for configuration in ("lms", "eyes_kpd", "face_kpd"):
@@ -321,6 +337,7 @@ def folds(store):
                 fold_run(uri, configuration, "binary", emotion, fold)
         for configuration in ("lms", "face_kpd+lms", "face_au"):
             fold_run(uri, configuration, "multiclass", "all", fold)
+        fold_run(uri, "lms", "multiclass", "all", fold, seed=2)
     return uri, ids, tmp_path
 
 
@@ -357,8 +374,12 @@ def test_one_parent_per_configuration_with_results_holding_its_fold_runs(folds):
         "task": "multiclass",
         "table": "2",
         "n_folds": "2",
+        "n_seeds": "1",
+        "interval": "t over folds",
         "n_children": "2",
     }
+    assert parents2["table2/lms"].data.params["n_children"] == "4"  # 2 folds x 2 seeds
+    assert parents2["table2/lms"].data.params["interval"] == "t over seed means"
     assert parents1["table1/lms"].data.params["n_children"] == "16"  # 8 emotions x 2 folds
     for experiment, parents in ((BINARY, parents1), (MULTICLASS, parents2)):
         for key, parent in parents.items():
@@ -379,25 +400,34 @@ def test_parent_metrics_are_the_tables_values(folds):
     lms = table2.set_index("configuration").loc["lms"]
     assert parents2["table2/lms"].data.metrics == {
         "accuracy_mean": lms["mean"],
-        "accuracy_std": lms["std"],
+        "accuracy_std_folds": lms["std_folds"],
+        "accuracy_std_seeds": 1.5,
+        "accuracy_ci_low": lms["mean"] - 2.0,
+        "accuracy_ci_high": lms["mean"] + 2.0,
         "accuracy_pooled": lms["pooled"],
         "accuracy_paper": 58.3,
+        "accuracy_paper_inside": 0.0,  # 58.3 is outside 61.25 +- 2
         "accuracy_difference": lms["difference"],
     }
-    # not published: no paper value, no difference
+    # not published: no paper value, no difference, no mark; one seed: no spread across seeds
     assert sorted(parents2["table2/face_kpd+lms"].data.metrics) == [
+        "accuracy_ci_high",
+        "accuracy_ci_low",
         "accuracy_mean",
         "accuracy_pooled",
-        "accuracy_std",
+        "accuracy_std_folds",
     ]
     assert parents2["table2/face_kpd+lms"].data.metrics["accuracy_mean"] == 77.5
 
     metrics = parents1["table1/lms"].data.metrics
     rows = table1[table1.configuration == "lms"]
-    assert len(metrics) == 8 * 5 + 4
+    assert len(metrics) == 8 * 8 + 4  # 8 stats per emotion (no spread across seeds: one seed), 4 means
     for row in rows.itertuples():
         for stat in runs.STATS:
-            assert metrics[f"macro_f1_{stat}.{row.emotion}"] == getattr(row, stat)
+            if stat == "std_seeds":  # NaN with one seed: left out
+                assert f"macro_f1_{stat}.{row.emotion}" not in metrics
+            else:
+                assert metrics[f"macro_f1_{stat}.{row.emotion}"] == getattr(row, stat)
     assert metrics["macro_f1_mean.angry"] == 0.41
     assert metrics["macro_f1_mean"] == pytest.approx(np.mean([0.41 + 0.05 * j for j in range(8)]), abs=1e-12)
     assert metrics["macro_f1_pooled"] == pytest.approx(metrics["macro_f1_mean"] + 0.003, abs=1e-12)
@@ -405,7 +435,7 @@ def test_parent_metrics_are_the_tables_values(folds):
     assert metrics["macro_f1_difference"] == pytest.approx(metrics["macro_f1_mean"] - 0.635, abs=1e-12)
     # one emotion not run: that emotion's metrics and the mean over emotions are left out
     partial = parents1["table1/eyes_kpd"].data.metrics
-    assert len(partial) == 7 * 5 and "macro_f1_mean.sad" in partial
+    assert len(partial) == 7 * 8 and "macro_f1_mean.sad" in partial  # 8 stats (one seed) x 7 emotions
     assert "macro_f1_mean.surprised" not in partial and "macro_f1_mean" not in partial
 
 
@@ -501,7 +531,12 @@ def test_documented_filters_find_the_parents(folds, monkeypatch):
         mlflow.set_tracking_uri(None)
     assert frame["params.configuration"].tolist() == ["face_kpd+lms", "lms"]
     assert frame["metrics.accuracy_mean"].tolist() == [77.5, 61.25]
-    assert sorted(children["tags.fold"]) == ["0", "1"]
+    assert sorted(children["tags.fold"]) == ["0", "0", "1", "1"] and sorted(children["tags.seed"]) == [
+        "1",
+        "1",
+        "2",
+        "2",
+    ]
 
 
 def test_cli_parents(folds, capsys):

@@ -33,12 +33,16 @@ def multiclass_matrix(correct: int, total: int) -> np.ndarray:
     return cm
 
 
-def write_fold(root, configuration, task, target, fold, cm, value, epochs=(1.0, 0.5, 0.25)):
+# Student t's 97.5 % quantile with 2 degrees of freedom (tables: 4.303): a 95 % interval of 3 values.
+T2 = 4.302652729911275
+
+
+def write_fold(root, configuration, task, target, fold, cm, value, epochs=(1.0, 0.5, 0.25), seed=1):
     """One fold folder as avemotion.train writes it: metrics.json, confusion.csv, history.csv."""
-    folder = root / configuration / task / target / f"fold{fold}"
+    folder = root / configuration / task / target / f"seed{seed}" / f"fold{fold}"
     folder.mkdir(parents=True)
     metric = "macro_f1" if task == "binary" else "accuracy"
-    metrics = {"configuration": configuration, "task": task, "target": target, "fold": fold}
+    metrics = {"configuration": configuration, "task": task, "target": target, "fold": fold, "seed": seed}
     (folder / "metrics.json").write_text(json.dumps({**metrics, "metric": metric, "value": value}))
     classes = ["rest", target] if task == "binary" else list(paper.CLASSES)
     pd.DataFrame(cm, index=classes, columns=classes).to_csv(folder / "confusion.csv")
@@ -67,44 +71,136 @@ def build(tmp_path, paths, folds=3):
     return out
 
 
-def test_summarize_by_hand():
-    # values 0.6 0.7 0.8 0.9 1.0: mean 0.8, sample variance (0.04+0.01+0+0.01+0.04)/4 = 0.025
-    s = tables.summarize([0.6, 0.7, 0.8, 0.9, 1.0], 5)
+def test_seed_summary_of_one_seed_by_hand():
+    # values 0.6 0.7 0.8 0.9 1.0: mean 0.8, sample variance (0.04+0.01+0+0.01+0.04)/4 = 0.025; the interval
+    # over the 5 folds: t(4) = 2.776445 x sqrt(0.025) / sqrt(5) = 0.196324
+    s = tables.seed_summary(np.array([[0.6], [0.7], [0.8], [0.9], [1.0]]))
+    assert s["n_folds"] == 5 and s["n_seeds"] == 1 and s["interval"] == "folds"
     assert s["mean"] == pytest.approx(0.8)
-    assert s["std"] == pytest.approx(math.sqrt(0.025))
-    assert math.isnan(tables.summarize([0.5, 0.6], 5)["mean"])  # incomplete cell: not a number
+    assert s["std_folds"] == pytest.approx(math.sqrt(0.025)) and math.isnan(s["std_seeds"])
+    assert s["ci_low"] == pytest.approx(0.8 - 0.196324, abs=1e-6)
+    assert s["ci_high"] == pytest.approx(0.8 + 0.196324, abs=1e-6)
+
+
+def test_seed_summary_of_several_seeds_by_hand():
+    # fold 0 over seeds 60 66 69, fold 1: 58 60 62. Fold means 65, 60 -> std sqrt(12.5); seed means 59, 63,
+    # 65.5 (mean 62.5) -> variance (3.5² + 0.5² + 3²) / 2 = 10.75; interval over the 3 seed means:
+    # 62.5 +- T2 x sqrt(10.75) / sqrt(3)
+    s = tables.seed_summary(np.array([[60.0, 66.0, 69.0], [58.0, 60.0, 62.0]]))
+    assert s["n_folds"] == 2 and s["n_seeds"] == 3 and s["interval"] == "seeds"
+    assert s["mean"] == pytest.approx(62.5)
+    assert s["std_folds"] == pytest.approx(math.sqrt(12.5))
+    assert s["std_seeds"] == pytest.approx(math.sqrt(10.75))
+    half = T2 * math.sqrt(10.75) / math.sqrt(3)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((62.5 - half, 62.5 + half))
+    # a 90 % interval is narrower: t(2) = 2.919986
+    s90 = tables.seed_summary(np.array([[60.0, 66.0, 69.0], [58.0, 60.0, 62.0]]), confidence=0.90)
+    assert s90["ci_high"] == pytest.approx(62.5 + 2.919986 * math.sqrt(10.75) / math.sqrt(3), abs=1e-5)
+
+
+def test_seed_summary_of_one_value_has_no_interval_and_bad_grids_are_refused():
+    s = tables.seed_summary(np.array([[0.7]]))
+    assert s["mean"] == 0.7 and math.isnan(s["ci_low"]) and math.isnan(s["std_folds"]) and s["interval"] == ""
+    for bad in (np.zeros((0, 1)), np.array([0.5, 0.6]), np.array([[0.5, math.nan]])):
+        with pytest.raises(ValueError, match="finite"):
+            tables.seed_summary(bad)
+
+
+def test_paper_inside():
+    assert tables.paper_inside(65.6, 60.0, 70.0) == 1.0 and tables.paper_inside(65.6, 66.0, 70.0) == 0.0
+    assert tables.paper_inside(70.0, 60.0, 70.0) == 1.0  # the bounds belong to the interval
+    assert math.isnan(tables.paper_inside(None, 60.0, 70.0)) and math.isnan(
+        tables.paper_inside(65.6, math.nan, 1)
+    )
+
+
+def test_a_cell_of_several_seeds_pools_every_model_and_leaves_out_a_seed_with_a_missing_fold(
+    tmp_path, capsys
+):
+    # seed 1: the hand-made folds 50/60/70 %; seed 2: 70/80/90 % (the same matrices shifted by 10 points is not
+    # possible with 10 clips, so: 7/10, 16/20, 27/30); seed 3 only on folds 0 and 1.
+    seed2 = [(7, 10), (16, 20), (27, 30)]
+    paths = multiclass_cell(tmp_path)
+    paths += [
+        write_fold(tmp_path, "lms", "multiclass", "all", k, multiclass_matrix(c, n), c / n, seed=2)
+        for k, (c, n) in enumerate(seed2)
+    ]
+    paths += [
+        write_fold(tmp_path, "lms", "multiclass", "all", k, multiclass_matrix(5, 10), 0.5, seed=3)
+        for k in (0, 1)
+    ]
+    out = build(tmp_path, paths)
+    assert (
+        "warning: lms multiclass all: seed(s) [3] left out, not run on all 3 folds" in capsys.readouterr().out
+    )
+    cell = pd.read_csv(out / "table2.csv").query("configuration == 'lms'").iloc[0]
+    # fold means 60, 70, 80 -> std 10; seed means 60, 80 -> std sqrt(200); t(1) = 12.706205
+    assert cell["n_seeds"] == 2 and cell["n_folds"] == 3 and cell["interval"] == "seeds"
+    assert cell["mean"] == pytest.approx(70.0, abs=1e-3) and cell["std_folds"] == pytest.approx(
+        10.0, abs=1e-3
+    )
+    assert cell["std_seeds"] == pytest.approx(math.sqrt(200), abs=1e-3)
+    half = 12.706205 * math.sqrt(200) / math.sqrt(2)
+    assert cell["ci_low"] == pytest.approx(70 - half, abs=1e-3) and cell["ci_high"] == pytest.approx(
+        70 + half, abs=1e-3
+    )
+    assert cell["paper_inside"] == 1.0
+    # pooled over both seeds' 6 matrices: (38 + 50) / 120 correct
+    assert cell["pooled"] == pytest.approx(100 * 88 / 120, abs=1e-3)
+    md2 = (out / "table2.md").read_text()
+    assert (
+        f"| None | — | 70.00 [{70 - half:.2f}, {70 + half:.2f}] ±10.00 folds ±14.14 seeds, pooled 73.33"
+        in md2
+    )
 
 
 def test_long_form_csvs_keep_their_columns_and_hold_mean_std_and_pooled(tmp_path):
     out = build(tmp_path, binary_cell(tmp_path) + multiclass_cell(tmp_path))
     t1 = pd.read_csv(out / "table1.csv")
     assert (out / "table1.csv").read_text().splitlines()[0] == (
-        "modality,type,features,configuration,emotion,n_folds,mean,std,pooled,paper,paper_range,difference"
+        "modality,type,features,configuration,emotion,n_folds,n_seeds,mean,std_folds,std_seeds,ci_low,ci_high,"
+        "interval,pooled,paper,paper_range,paper_inside,difference"
     )
     assert len(t1) == 9 * 8 and t1["mean"].notna().sum() == 1 and t1["pooled"].notna().sum() == 1
     cell = t1[(t1.configuration == "lms") & (t1.emotion == "angry")].iloc[0]
     assert cell["n_folds"] == 3 and cell["paper"] == 0.83
-    assert cell["mean"] == pytest.approx(0.75, abs=1e-4) and cell["std"] == pytest.approx(0.25, abs=1e-4)
+    assert cell["mean"] == pytest.approx(0.75, abs=1e-4) and cell["std_folds"] == pytest.approx(
+        0.25, abs=1e-4
+    )
+    assert cell["n_seeds"] == 1 and math.isnan(cell["std_seeds"]) and cell["interval"] == "folds"
+    half = T2 * 0.25 / math.sqrt(3)  # one seed: t over the 3 folds
+    assert cell["ci_low"] == pytest.approx(0.75 - half, abs=1e-4)
+    assert cell["ci_high"] == pytest.approx(0.75 + half, abs=1e-4) and cell["paper_inside"] == 1
     assert cell["pooled"] == pytest.approx(BINARY_POOLED, abs=1e-4)  # 0.7396, not the accuracy 0.76
     assert cell["difference"] == pytest.approx(0.75 - 0.83, abs=1e-4)
     t2 = pd.read_csv(out / "table2.csv")
     assert (out / "table2.csv").read_text().splitlines()[0] == (
-        "visual,speech,configuration,n_folds,mean,std,pooled,paper,difference"
+        "visual,speech,configuration,n_folds,n_seeds,mean,std_folds,std_seeds,ci_low,ci_high,interval,pooled,"
+        "paper,paper_inside,difference"
     )
     assert len(t2) == 23 and t2["mean"].notna().sum() == 1
     cell = t2[t2.configuration == "lms"].iloc[0]
-    assert cell["mean"] == pytest.approx(60.0, abs=1e-3) and cell["std"] == pytest.approx(10.0, abs=1e-3)
+    assert cell["mean"] == pytest.approx(60.0, abs=1e-3) and cell["std_folds"] == pytest.approx(
+        10.0, abs=1e-3
+    )
     assert cell["pooled"] == pytest.approx(MULTICLASS_POOLED, abs=1e-3)
     assert cell["difference"] == pytest.approx(60.0 - 65.6, abs=1e-3)
 
 
-def test_markdown_cells_show_mean_std_pooled_paper_and_difference(tmp_path):
+def test_markdown_cells_show_mean_interval_spreads_pooled_paper_and_difference(tmp_path):
     out = build(tmp_path, binary_cell(tmp_path) + multiclass_cell(tmp_path))
     md1 = (out / "table1.md").read_text()
-    assert "| audio | speech | LMS | 0.75 ± 0.25, pooled 0.74 (paper 0.83, -0.08) | not run |" in md1
+    # 0.75 +- T2 x 0.25 / sqrt(3) = [0.13, 1.37]; 60 +- T2 x 10 / sqrt(3) = [35.16, 84.84]
+    assert (
+        "| audio | speech | LMS | 0.75 [0.13, 1.37] ±0.25 folds, pooled 0.74 (paper 0.83 inside, -0.08) | not run |"
+        in md1
+    )
     assert md1.count("not run") == 9 * 8 - 1
     md2 = (out / "table2.md").read_text()
-    assert "| None | — | 60.00 ± 10.00, pooled 63.33 (paper 65.60, -5.60) | not run |" in md2
+    assert (
+        "| None | — | 60.00 [35.16, 84.84] ±10.00 folds, pooled 63.33 (paper 65.60 inside, -5.60) | not run |"
+        in md2
+    )
     assert "| Face AU | not run | not run | not run |" in md2
 
 
@@ -136,13 +232,15 @@ def test_latex_tables_are_plain_tabulars_with_escaped_text(tmp_path):
     rows = check_tabular((out / "table1.tex").read_text(), 3 + 8)
     assert rows[0] == "modality & type & features & " + " & ".join(paper.CLASSES) + " \\\\"
     assert rows[1].startswith(
-        "audio & speech & LMS & $0.75$ $\\pm$ $0.25$, pooled $0.74$ (paper $0.83$, $-0.08$) & not run & "
+        "audio & speech & LMS & $0.75$ [$0.13$, $1.37$] $\\pm$$0.25$ folds, pooled $0.74$ (paper $0.83$ inside, "
+        "$-0.08$) & not run & "
     )
     assert "head pose & RPY-3D &" in rows[-1] and len(rows) == 1 + 9
     rows = check_tabular((out / "table2.tex").read_text(), 4)
     assert rows[0] == "visual \\textbackslash{} speech & None & LMS & Wav2Vec2-L \\\\"
     assert rows[1] == (
-        "None & --- & $60.00$ $\\pm$ $10.00$, pooled $63.33$ (paper $65.60$, $-5.60$) & not run \\\\"
+        "None & --- & $60.00$ [$35.16$, $84.84$] $\\pm$$10.00$ folds, pooled $63.33$ (paper $65.60$ inside, "
+        "$-5.60$) & not run \\\\"
     )
     assert len(rows) == 1 + 8
 
@@ -158,7 +256,10 @@ def test_uncertain_published_value_is_shown_as_a_range(tmp_path):
         write_fold(tmp_path, "lms", "binary", "disgust", k, np.array([[4, 1], [1, 4]]), 0.8) for k in range(3)
     ]
     out = build(tmp_path, paths)
-    assert "0.80 ± 0.00, pooled 0.80 (paper 0.8?, 0.80-0.89)" in (out / "table1.md").read_text()
+    assert (
+        "0.80 [0.80, 0.80] ±0.00 folds, pooled 0.80 (paper 0.8?, 0.80-0.89)"
+        in (out / "table1.md").read_text()
+    )
     assert "(paper 0.8?, 0.80--0.89)" in (out / "table1.tex").read_text()
 
 

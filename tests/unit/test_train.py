@@ -340,10 +340,15 @@ def test_run_label():
     from avemotion.config import TrainSpec
 
     fields = {f.name: 0 for f in dataclasses.fields(TrainSpec)}
-    spec = TrainSpec(**{**fields, "configuration": "lms", "task": "multiclass", "target": "all", "fold": 3})
-    assert train.run_label(spec) == ("table2/lms/multiclass/all/fold3", "Table 2 / LMS / fold 3")
+    spec = TrainSpec(
+        **{**fields, "configuration": "lms", "task": "multiclass", "target": "all", "fold": 3, "seed": 2}
+    )
+    assert train.run_label(spec) == (
+        "table2/lms/multiclass/all/seed2/fold3",
+        "Table 2 / LMS / seed 2 / fold 3",
+    )
     spec = dataclasses.replace(spec, task="binary", target="angry")
-    assert train.run_label(spec)[1] == "Table 1 / LMS / angry / fold 3"
+    assert train.run_label(spec)[1] == "Table 1 / LMS / angry / seed 2 / fold 3"
 
 
 def fusion_spec(config, **changes):

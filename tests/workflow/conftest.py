@@ -118,6 +118,8 @@ def small_config(**data_changes) -> dict:
     # (2 here: LMS and Face KPD binary in one job, each table's two single features in one, the fusions in one)
     config["jobs"]["group_folds"] = True
     config["jobs"]["configurations_per_job"] = 2
+    # Two seeds of every TIM-Net (a job each), one of every fine-tuning: the tables' seed statistics.
+    config["training"]["seeds"] = [1, 2]
     return config
 
 

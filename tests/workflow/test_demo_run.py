@@ -21,7 +21,11 @@ FEATURES = [name for name in avcfg.implemented_configurations(CONFIG, "table2") 
 def test_demo_profile_every_feature_learns_above_chance(tmp_path):
     project = copy_project(tmp_path / "p")
     folds = {f: range(2) if registry.get(f).is_backbone else range(5) for f in FEATURES}
-    targets = [f"{avcfg.job_dir(f, 'multiclass', 'all', k)}/metrics.json" for f in FEATURES for k in folds[f]]
+    targets = [
+        f"{avcfg.job_dir(f, 'multiclass', 'all', k, avcfg.seeds_of(CONFIG, f)[0])}/metrics.json"
+        for f in FEATURES
+        for k in folds[f]
+    ]
     # One job per configuration and fold here (make demo groups the folds and configurations: jobs.group_folds,
     # jobs.configurations_per_job), so that asking for 2 backbone folds trains 2, not 5, and asking for
     # a single feature trains no fusion of its group.

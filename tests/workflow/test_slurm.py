@@ -126,7 +126,8 @@ def test_outputs_equal_the_local_runs(slurm_run):
         ours, theirs = (np.load(p / f"results/audio/Actor_{actor:02d}.npz") for p in (project, local))
         assert all(np.array_equal(ours[k], theirs[k]) for k in theirs.files)
     jobs = avcfg.fold_jobs(config)
-    assert len(jobs) == 2 * 8 + 2 * 2  # LMS binary (8 emotions x 2 folds), LMS and Wav2Vec2-L 8-class
+    # LMS binary (8 emotions x 2 folds x 2 seeds), LMS 8-class (2 folds x 2 seeds), Wav2Vec2-L (2 folds, 1 seed)
+    assert len(jobs) == 8 * 2 * 2 + 2 * 2 + 2
     for job in jobs:
         folder = avcfg.job_dir(*job)
         for name in ("metrics.json", "predictions.csv", "confusion.csv"):
@@ -137,7 +138,7 @@ def test_outputs_equal_the_local_runs(slurm_run):
         theirs = pd.read_csv(local / f"results/tables/{table}.csv")
         merged = ours.merge(theirs, on=[c for c in ours.columns if c in ("configuration", "emotion")])
         assert len(merged) == len(ours) > 0
-        for column in ("mean", "std", "pooled"):
+        for column in ("n_seeds", "mean", "std_folds", "std_seeds", "ci_low", "ci_high", "pooled"):
             assert (merged[f"{column}_x"] == merged[f"{column}_y"]).all(), (table, column)
 
 

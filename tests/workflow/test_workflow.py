@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 import json
 import re
 import sqlite3
@@ -46,16 +47,17 @@ def test_dry_run_of_the_full_reproduction_lists_every_job(tmp_path):
     assert counts["extract_features"] == 5  # LMS, Face KPD, Face AU, Eyes KPD, Head pose
     # One job per fold for each of the 5 features (training its 8 one-vs-rest models).
     # Per fold 8-class for the 4 with a Table 2 cell, and the 15 multimodal cells (fusion).
-    assert counts["train_binary"] == 5 * 5 and counts["train_multiclass"] == (4 + 15) * 5
+    # Three seeds each (training.seeds), a job per seed.
+    assert counts["train_binary"] == 5 * 5 * 3 and counts["train_multiclass"] == (4 + 15) * 5 * 3
     # The pretrained half: patches per actor; Wav2Vec2-B and the three ResNets fine-tuned per fold, one model
     # per emotion (Table 1), Wav2Vec2-L and the ResNets per fold (Table 2), whose fold models give the frozen
-    # features.
+    # features; one seed (training.finetune_seeds).
     assert counts["crop_patches"] == 24 and counts["prefetch_backbone"] == 3
     assert counts["finetune_binary"] == 4 * 5 and counts["finetune_multiclass"] == 4 * 5
     assert counts["extract_frozen"] == 4 * 5
     # Aggregation: the tables, their figures, the MLflow parent runs.
     assert counts["build_tables"] == counts["draw_figures"] == counts["log_parent_runs"] == 1
-    assert sum(counts.values()) - counts["total"] == counts["total"] == 314
+    assert sum(counts.values()) - counts["total"] == counts["total"] == 314 + 2 * (25 + 95)
     assert "make_demo_archives" not in counts and "prefetch_tracker_model" not in counts
     for backbone in ("resnet", "wav2vec2_base", "wav2vec2_large"):
         assert f"python -m avemotion.backbones prefetch --name {backbone}" in result.stdout
@@ -88,33 +90,52 @@ def test_dry_run_of_the_demo_lists_both_complete_tables(tmp_path):
     command = next(
         line for line in result.stdout.splitlines() if "avemotion.train" in line and "/lms/binary/" in line
     )
-    assert all(f"results/train/lms/binary/{t}/fold{k}" in command for t in paper.CLASSES for k in range(5))
+    assert all(
+        f"results/train/lms/binary/{t}/seed1/fold{k}" in command for t in paper.CLASSES for k in range(5)
+    )
 
 
 def test_demo_subset_runs_from_archives_to_tables(demo_run):
     project, result = demo_run
     counts = job_counts(result.stdout + result.stderr)
-    # one job per group of 2 configurations and task for both folds (jobs.group_folds, configurations_per_job)
-    assert counts["train_binary_group1"] == 1 and counts["extract_openface"] == 4
-    assert counts["train_multiclass_group1"] == counts["train_multiclass_group2"] == 1  # singles, fusions
+    # one job per group of 2 configurations, task and seed (2 seeds) for both folds (jobs.group_folds,
+    # configurations_per_job)
+    assert counts["train_binary_group1"] == 2 and counts["extract_openface"] == 4
+    assert counts["train_multiclass_group1"] == counts["train_multiclass_group2"] == 2  # singles, fusions
     assert not any(k in counts for k in ("train_binary", "train_multiclass", "train_binary_group2"))
     assert counts["crop_patches"] == 4 and counts["finetune_multiclass"] == 2
     assert "finetune_binary" not in counts and counts["extract_frozen"] == 2
     t1 = pd.read_csv(project / "results/tables/table1.csv")
     lms = t1[t1.configuration == "lms"]
     run = t1.configuration.isin(["lms", "face_kpd"])
-    assert t1[run]["mean"].notna().all() and (t1[run]["n_folds"] == 2).all()
+    assert (
+        t1[run]["mean"].notna().all() and (t1[run]["n_folds"] == 2).all() and (t1[run]["n_seeds"] == 2).all()
+    )
     assert t1[~run]["mean"].isna().all()
-    # the table cells are the mean of the fold metrics
-    folds = [
-        json.loads((project / f"results/train/lms/binary/angry/fold{k}/metrics.json").read_text())["macro_f1"]
+    # the table cells are the mean of the metrics of every fold and seed, the interval over the 2 seed means
+    values = {
+        (k, s): json.loads(
+            (project / f"results/train/lms/binary/angry/seed{s}/fold{k}/metrics.json").read_text()
+        )["macro_f1"]
         for k in (0, 1)
-    ]
-    assert lms[lms.emotion == "angry"]["mean"].iloc[0] == pytest.approx(sum(folds) / 2, abs=1e-4)
+        for s in (1, 2)
+    }
+    cell = lms[lms.emotion == "angry"].iloc[0]
+    assert cell["mean"] == pytest.approx(sum(values.values()) / 4, abs=1e-4)
+    seed_means = [(values[0, s] + values[1, s]) / 2 for s in (1, 2)]
+    assert cell["std_seeds"] == pytest.approx(abs(seed_means[0] - seed_means[1]) / 2**0.5, abs=1e-4)
+    assert cell["interval"] == "seeds" and cell["ci_low"] <= cell["mean"] <= cell["ci_high"]
+    assert cell["paper_inside"] == float(cell["ci_low"] <= 0.83 <= cell["ci_high"])
+    # a fine-tuned backbone trains one seed: its interval is over the folds
+    t2 = pd.read_csv(project / "results/tables/table2.csv").set_index("configuration")
+    assert t2.loc["eyes_resnet", "n_seeds"] == 1 and t2.loc["eyes_resnet", "interval"] == "folds"
+    assert t2.loc["lms", "n_seeds"] == 2 and t2.loc["lms", "interval"] == "seeds"
     md2 = (project / "results/tables/table2.md").read_text()
+    number = r"-?\d+\.\d\d"
     assert re.search(
-        r"\| None \| — \| \d+\.\d\d ± \d+\.\d\d, pooled \d+\.\d\d \(paper 65\.60, [+-]\d+\.\d\d\) \| "
-        r"\d+\.\d\d ± \d+\.\d\d, pooled \d+\.\d\d \(paper: not published\) \|",
+        rf"\| None \| — \| {number} \[{number}, {number}\] ±{number} folds ±{number} seeds, pooled {number} "
+        rf"\(paper 65\.60 (inside|outside), [+-]\d+\.\d\d\) \| "
+        rf"{number} \[{number}, {number}\] ±{number} folds, pooled {number} \(paper: not published\) \|",
         md2,
     )
     clips = pd.read_csv(project / "results/clips/clips.csv")
@@ -142,14 +163,17 @@ def test_every_fold_job_is_one_finished_mlflow_run(demo_run):
     project, _ = demo_run
     rows = mlflow_runs(project)
     active = [r for r in rows if r[3] == "active"]
-    assert len(active) == 44 and len({r[4] for r in active}) == 44
+    # Table 1: 2 rows x 8 emotions x 2 folds x 2 seeds; Table 2: 4 cells on arrays x 2 folds x 2 seeds, 2
+    # fine-tuned backbones x 2 folds x 1 seed: one run per model
+    assert len(active) == 64 + 16 + 4 and len({r[4] for r in active}) == 84
     assert all(r[2] == "FINISHED" for r in active)
     assert {r[0] for r in active} == {"avemotion/table1-binary", "avemotion/table2-multiclass"}
     assert {
-        "Table 2 / LMS / fold 1",
-        "Table 2 / Eyes ResNet / fold 0",
-        "Table 2 / Eyes ResNet + LMS / fold 1",
-        "Table 2 / Face KPD + Wav2Vec2-L / fold 0",
+        "Table 2 / LMS / seed 1 / fold 1",
+        "Table 2 / LMS / seed 2 / fold 1",
+        "Table 2 / Eyes ResNet / seed 1 / fold 0",
+        "Table 2 / Eyes ResNet + LMS / seed 2 / fold 1",
+        "Table 2 / Face KPD + Wav2Vec2-L / seed 1 / fold 0",
     } <= {r[1] for r in active}
 
 
@@ -167,14 +191,24 @@ def test_each_configuration_is_one_parent_run_holding_its_fold_runs(demo_run):
                 "where t.key = 'mlflow.parentRunId' and r.lifecycle_stage = 'active' group by t.value"
             ).fetchall()
         )
-        (accuracy,) = db.execute(
-            "select value from latest_metrics where run_uuid = ? and key = 'accuracy_mean'",
-            (parents["table2"]["eyes_resnet+lms"],),
-        ).fetchone()
-    # a Table 1 row: 8 emotions x 2 folds; a Table 2 cell: 2 folds
-    assert children[parents["table1"]["lms"]] == 16 and children[parents["table2"]["eyes_resnet+lms"]] == 2
+        metrics = dict(
+            db.execute(
+                "select key, value from latest_metrics where run_uuid = ?",
+                (parents["table2"]["eyes_resnet+lms"],),
+            ).fetchall()
+        )
+        params = dict(
+            db.execute(
+                "select key, value from params where run_uuid = ?", (parents["table2"]["lms"],)
+            ).fetchall()
+        )
+    # a Table 1 row: 8 emotions x 2 folds x 2 seeds; a Table 2 cell: 2 folds x 2 seeds
+    assert children[parents["table1"]["lms"]] == 32 and children[parents["table2"]["eyes_resnet+lms"]] == 4
     t2 = pd.read_csv(project / "results/tables/table2.csv").set_index("configuration")
-    assert accuracy == pytest.approx(t2.loc["eyes_resnet+lms", "mean"])
+    for stat in ("mean", "std_folds", "std_seeds", "ci_low", "ci_high", "pooled"):
+        assert metrics[f"accuracy_{stat}"] == pytest.approx(t2.loc["eyes_resnet+lms", stat]), stat
+    assert "accuracy_paper" not in metrics  # not published
+    assert params["n_seeds"] == "2" and params["interval"] == "t over seed means"
 
 
 def test_backbones_fine_tune_per_fold_and_give_frozen_per_fold_features(demo_run):
@@ -185,7 +219,9 @@ def test_backbones_fine_tune_per_fold_and_give_frozen_per_fold_features(demo_run
         folds = []
         for k in (0, 1):
             metrics = json.loads(
-                (project / f"results/finetune/{feature}/multiclass/all/fold{k}/metrics.json").read_text()
+                (
+                    project / f"results/finetune/{feature}/multiclass/all/seed1/fold{k}/metrics.json"
+                ).read_text()
             )
             assert metrics["n_train"] == 16 and metrics["n_test"] == 16 and metrics["device"] == "cpu"
             index = pd.read_csv(project / f"results/features/{feature}/fold{k}/index.csv")
@@ -207,8 +243,8 @@ def test_fusion_trains_on_each_folds_frozen_features_and_fills_its_cells(demo_ru
     for name, dims in (("eyes_resnet+lms", [512, 24]), ("face_kpd+wav2vec2_large", [780, 48])):
         assert t2.loc[name, "n_folds"] == 2 and 0 <= t2.loc[name, "mean"] <= 100
         backbone = 0 if name.startswith("eyes_resnet") else 1  # the branch with frozen per-fold features
-        for k in (0, 1):
-            folder = project / f"results/train/{name}/multiclass/all/fold{k}"
+        for k, s in itertools.product((0, 1), (1, 2)):
+            folder = project / f"results/train/{name}/multiclass/all/seed{s}/fold{k}"
             metrics = json.loads((folder / "metrics.json").read_text())
             assert [b["feature"] for b in metrics["branches"]] == name.split("+")
             ck = torch.load(folder / "checkpoint.pt", weights_only=True)
@@ -225,13 +261,13 @@ def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):
     project, _ = demo_run
     again = snakemake(project)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-    target = "results/train/lms/multiclass/all/fold1/metrics.json"
+    target = "results/train/lms/multiclass/all/seed1/fold1/metrics.json"
     before = json.loads((project / target).read_text())
     forced = snakemake(project, "--force", target)
     assert forced.returncode == 0, forced.stderr[-3000:]
     after = json.loads((project / target).read_text())
     assert after["accuracy"] == before["accuracy"]  # deterministic on CPU
-    job = [r for r in mlflow_runs(project) if r[4] == "table2/lms/multiclass/all/fold1"]
+    job = [r for r in mlflow_runs(project) if r[4] == "table2/lms/multiclass/all/seed1/fold1"]
     assert [r[3] for r in job].count("active") == 1 and len(job) == 2
 
 
@@ -242,9 +278,9 @@ def test_report_builds(demo_run):
     html = (project / "results/report.html").read_text()
     assert len(html) > 10_000
     # every table and figure, under its caption's words
-    for name in ("table1.tex", "table2.md", "table1_heatmap.png", "table2_grid.png"):
+    for name in ("table1.tex", "table2.md", "table1_heatmap.png", "table2_grid.png", "table2_intervals.png"):
         assert name in html, name
-    for words in ("Confusion matrices", "Training curves", "pooled"):
+    for words in ("Confusion matrices", "Training curves", "pooled", "95 % interval"):
         assert words in html, words
 
 

@@ -91,6 +91,20 @@ rule draw_figures:
             subcategory="Tables",
             labels={"content": "grids: ours, the paper's, the difference"},
         ),
+        table1_intervals=report(
+            "results/figures/table1_intervals.png",
+            caption="../report/intervals.rst",
+            category="Table 1",
+            subcategory="Tables",
+            labels={"content": "every cell's 95 % interval beside the paper's value"},
+        ),
+        table2_intervals=report(
+            "results/figures/table2_intervals.png",
+            caption="../report/intervals.rst",
+            category="Table 2",
+            subcategory="Tables",
+            labels={"content": "every cell's 95 % interval beside the paper's value"},
+        ),
         confusion=report(
             directory("results/figures/confusion"),
             patterns=["table{number,[12]}_{configuration}.png"],

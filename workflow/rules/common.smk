@@ -53,7 +53,9 @@ TRAIN_GROUPS = {
     )
     for task in paper.TASKS
 }
-# Frozen per-fold features of the fine-tuned backbones: the edge into multimodal fusion.
+# Frozen per-fold features of the fine-tuned backbones: the edge into multimodal fusion, from the fold models
+# of the first fine-tuning seed.
+FROZEN_SEED = avcfg.frozen_seed(config)
 FROZEN = expand(
     "results/features/{feature}/fold{fold}/features.npy",
     feature=avcfg.frozen_features(config),
@@ -72,11 +74,12 @@ wildcard_constraints:
     feature=r"[a-z0-9_]+",
     configuration=CONFIGURATION,
     task="binary|multiclass",
+    seed=r"\d+",
     target="|".join((*paper.CLASSES, "all")),
 
 
 def train_metrics():
-    """metrics.json of every fold job the tables need (from the registry and config experiments)."""
+    """metrics.json of every model the tables need, each fold and seed (registry, config experiments)."""
     return [f"{avcfg.job_dir(*job)}/metrics.json" for job in avcfg.fold_jobs(config)]
 
 
@@ -139,11 +142,12 @@ def feature_args(task, name, configurations=None):
 
 
 def fold_dirs(stage, task, configurations=("{configuration}",)):
-    """The output folders of one training job: one per configuration (its wildcard, or a group's), fold
-    (unless folds are grouped) and target of ``task``, configuration by configuration, fold by fold.
+    """The output folders of one training job (one seed, its wildcard): one per configuration (its wildcard,
+    or a group's), fold (unless folds are grouped) and target of ``task``, configuration by configuration,
+    fold by fold.
     """
     return [
-        f"results/{stage}/{configuration}/{task}/{target}/fold{fold}"
+        f"results/{stage}/{configuration}/{task}/{target}/seed{{seed}}/fold{fold}"
         for configuration in configurations
         for fold in JOB_FOLDS
         for target in avcfg.targets_of(task)
@@ -157,9 +161,10 @@ def frozen_outputs(name):
 
 
 def frozen_checkpoints(wildcards):
-    """The fine-tuned 8-class fold models an extract_frozen job encodes with, in frozen_outputs order."""
+    """The fine-tuned 8-class fold models an extract_frozen job encodes with, in frozen_outputs order: those
+    of the first fine-tuning seed (config training.finetune_seeds)."""
     return [
-        f"results/finetune/{wildcards.feature}/multiclass/all/fold{fold}/checkpoint.pt"
+        f"results/finetune/{wildcards.feature}/multiclass/all/seed{FROZEN_SEED}/fold{fold}/checkpoint.pt"
         for fold in job_folds(wildcards)
     ]
 
@@ -176,18 +181,21 @@ def fold_outputs(stage, task, configurations=None):
         ]
     suffix = (lambda folder: f"_{folder[-1]}") if GROUP_FOLDS else (lambda folder: "")
     return {
-        f"{Path(folder).parts[-2]}_{name.split('.')[0]}{suffix(folder)}": f"{folder}/{name}"
+        f"{Path(folder).parts[-3]}_{name.split('.')[0]}{suffix(folder)}": f"{folder}/{name}"
         for folder in fold_dirs(stage, task)
         for name in avcfg.JOB_OUTPUTS
     }
 
 
 def train_specs_json(task, configurations=None):
-    """The TrainSpec JSON of every configuration, fold and target of a training job, in fold_dirs order."""
+    """The TrainSpec JSON of every configuration, fold and target of a training job (its seed), in fold_dirs
+    order."""
 
     def specs(wildcards):
         return [
-            avcfg.train_spec(config, configuration, task, target, fold).to_json()
+            avcfg.train_spec(
+                config, configuration, task, target, fold, int(wildcards.seed)
+            ).to_json()
             for configuration in configurations or [wildcards.configuration]
             for fold in job_folds(wildcards)
             for target in avcfg.targets_of(task)

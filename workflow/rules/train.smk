@@ -1,7 +1,9 @@
-# One job trains every target of a configuration, task and fold: the 8 one-vs-rest models of a Table 1 fold
-# (train_binary, finetune_binary) share one process's start-up and one read of the inputs; a Table 2 fold
-# (train_multiclass, finetune_multiclass) is one model. With jobs.group_folds (the demo) one job trains every
-# fold of its configuration and task in turn: log and benchmark paths then end in folds.log/folds.tsv. With
+# One job trains every target of a configuration, task, fold and seed (config training.seeds, and
+# training.finetune_seeds for the backbones: every seed is a job of its own, {seed} in its paths): the 8
+# one-vs-rest models of a Table 1 fold (train_binary, finetune_binary) share one process's start-up and one
+# read of the inputs; a Table 2 fold (train_multiclass, finetune_multiclass) is one model. With
+# jobs.group_folds (the demo) one job trains every fold of its configuration, task and seed in turn: log and
+# benchmark paths then end in seed<s>/folds.log and .tsv. With
 # jobs.configurations_per_job > 1 the rules train_<task>_group<i> below train groups of configurations
 # instead, and these two match none.
 TRAIN_COMMAND = (
@@ -20,9 +22,9 @@ rule train_binary:
     output:
         **fold_outputs("train", "binary"),
     log:
-        f"logs/train_binary/{{configuration}}/{JOB_PART}.log",
+        f"logs/train_binary/{{configuration}}/seed{{seed}}/{JOB_PART}.log",
     benchmark:
-        f"benchmarks/train_binary/{{configuration}}/{JOB_PART}.tsv"
+        f"benchmarks/train_binary/{{configuration}}/seed{{seed}}/{JOB_PART}.tsv"
     wildcard_constraints:
         configuration=NO_CONFIGURATION if TRAIN_GROUPS["binary"] else CONFIGURATION,
     conda:
@@ -46,9 +48,9 @@ use rule train_binary as train_multiclass with:
     output:
         **fold_outputs("train", "multiclass"),
     log:
-        f"logs/train_multiclass/{{configuration}}/{JOB_PART}.log",
+        f"logs/train_multiclass/{{configuration}}/seed{{seed}}/{JOB_PART}.log",
     benchmark:
-        f"benchmarks/train_multiclass/{{configuration}}/{JOB_PART}.tsv"
+        f"benchmarks/train_multiclass/{{configuration}}/seed{{seed}}/{JOB_PART}.tsv"
     wildcard_constraints:
         configuration=NO_CONFIGURATION if TRAIN_GROUPS["multiclass"] else CONFIGURATION,
     resources:
@@ -82,9 +84,9 @@ for task, groups in TRAIN_GROUPS.items():
             output:
                 fold_outputs("train", task, configurations),
             log:
-                f"logs/train_{task}_group{number}/{JOB_PART}.log",
+                f"logs/train_{task}_group{number}/seed{{seed}}/{JOB_PART}.log",
             benchmark:
-                f"benchmarks/train_{task}_group{number}/{JOB_PART}.tsv"
+                f"benchmarks/train_{task}_group{number}/seed{{seed}}/{JOB_PART}.tsv"
             conda:
                 "../../envs/avemotion.yaml"
             threads: 1
@@ -112,9 +114,9 @@ rule finetune_binary:
     output:
         **fold_outputs("finetune", "binary"),
     log:
-        f"logs/finetune_binary/{{configuration}}/{JOB_PART}.log",
+        f"logs/finetune_binary/{{configuration}}/seed{{seed}}/{JOB_PART}.log",
     benchmark:
-        f"benchmarks/finetune_binary/{{configuration}}/{JOB_PART}.tsv"
+        f"benchmarks/finetune_binary/{{configuration}}/seed{{seed}}/{JOB_PART}.tsv"
     wildcard_constraints:
         configuration="|".join(BACKBONE_FEATURES),
     conda:
@@ -144,9 +146,9 @@ use rule finetune_binary as finetune_multiclass with:
     output:
         **fold_outputs("finetune", "multiclass"),
     log:
-        f"logs/finetune_multiclass/{{configuration}}/{JOB_PART}.log",
+        f"logs/finetune_multiclass/{{configuration}}/seed{{seed}}/{JOB_PART}.log",
     benchmark:
-        f"benchmarks/finetune_multiclass/{{configuration}}/{JOB_PART}.tsv"
+        f"benchmarks/finetune_multiclass/{{configuration}}/seed{{seed}}/{JOB_PART}.tsv"
     priority: 10
     resources:
         mem_mb=16000,
