@@ -60,7 +60,7 @@ import pandas as pd
 import torch
 from torch.utils import flop_counter
 
-from avemotion import backbones, finetune, paper, registry, train
+from avemotion import backbones, bench_seeds, finetune, paper, registry, train
 from avemotion import config as avcfg
 from avemotion.config import TrainSpec
 from avemotion.io import atomic_write_text
@@ -149,7 +149,7 @@ def finetune_job_counts(
 ) -> dict[tuple[str, str], int]:
     """(feature, task) -> number of ``finetune_<task>`` jobs, for the backbone features that have any: the
     workflow's own training jobs (``config.training_jobs``: one per fold, all its targets), counted."""
-    return dict(Counter((name, task) for name, task, _ in avcfg.training_jobs(config) if name in features))
+    return dict(Counter((name, task) for name, task, *_ in avcfg.training_jobs(config) if name in features))
 
 
 def frozen_job_counts(config: dict, features: Sequence[str] = BACKBONE_FEATURES) -> dict[str, int]:
@@ -664,6 +664,8 @@ def write_reports(
         "settings": settings,
         "measurements": [dataclasses.asdict(m) for m in measurements],
         "rows": rows,
+        # the fine-tuning seeds the rows project (bench cost rescales them to the configured ones)
+        "finetune_seeds": settings.get("finetune_seeds", 1),
     }
     atomic_write_text(paths[2], json.dumps(payload, indent=2) + "\n")
     return paths
@@ -737,6 +739,7 @@ def _backbones_main(args: argparse.Namespace) -> int:
         "gpu_tflops": args.gpu_tflops,
         "gpu_tflops_is_assumption": True,
         "threads": args.threads,
+        "finetune_seeds": len(config["training"]["finetune_seeds"]),
     }
     paths = write_reports(args.out_dir, rows, info, settings, measurements)
     print()
@@ -830,7 +833,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--base", type=Path, default=Path("config.yaml"), help="the full run's config")
     c.add_argument("--gpu-tflops", type=float, default=DEFAULT_GPU_TFLOPS, help="ASSUMED sustained TFLOP/s")
     c.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
+    s = sub.add_parser("seeds", help="accuracy of the LMS TIM-Net on real speech (Emo-DB), every fold x seed")
+    s.add_argument("--data", type=Path, required=True, help="folder of Emo-DB wav files (SSTTTEV.wav)")
+    s.add_argument("--base", type=Path, default=Path("config.yaml"), help="whose 8-class LMS job to train")
+    s.add_argument(
+        "--seeds", type=int, nargs="+", default=list(bench_seeds.DEFAULT_SEEDS), help="training seeds"
+    )
+    s.add_argument(
+        "--folds", type=int, default=bench_seeds.DEFAULT_FOLDS, help="speaker folds (sorted, split in order)"
+    )
+    s.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch CPU threads")
+    s.add_argument("--epochs", type=int, default=None, help="override the config's epochs (smoke runs only)")
+    s.add_argument("--out-dir", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
+    if args.command == "seeds":
+        return bench_seeds.run(args, machine_info)
     if args.command == "cost":
         return _cost_main(args)
     if args.command == "timnet":
@@ -947,7 +964,7 @@ def _cost_main(args: argparse.Namespace) -> int:
         f"`bench backbones` and `bench startup`; per-clip rules scaled from the last run in this folder "
         f"({run_clips} clips). GPU-hours are NOT measured: FLOPs / an assumed {args.gpu_tflops:g} TFLOP/s."
     )
-    table = bench_cost.render(rows)
+    table = bench_cost.render(rows) + "\n\n" + "\n".join(bench_cost.seed_costs(config, rows))
     atomic_write_text(args.out_dir / "cost.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
     atomic_write_text(args.out_dir / "cost.md", f"{header}\n\n{table}\n")
     atomic_write_text(

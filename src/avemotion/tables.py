@@ -128,7 +128,9 @@ CONFIDENCE = 0.95
 INTERVAL_METHODS = {"seeds": "t over seed means", "folds": "t over folds"}
 
 
-def seed_summary(values: np.ndarray, confidence: float = CONFIDENCE) -> dict:
+def seed_summary(
+    values: np.ndarray, confidence: float = CONFIDENCE, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> dict:
     """The statistics of one cell from its (folds, seeds) grid of metric values (every fold run with every
     seed):
 
@@ -142,7 +144,8 @@ def seed_summary(values: np.ndarray, confidence: float = CONFIDENCE) -> dict:
       the folds are the paper's fixed split, so what is random in a rerun is the seed. With one seed there
       is no seed spread to measure and it is over the n folds (``interval`` "folds": mean +- t(n-1)
       std_folds / sqrt(n)), which carries the seed's noise inside the fold spread. NaN with one fold and one
-      seed.
+      seed. The interval is clipped to ``bounds``, the metric's range (a t interval of few values can reach
+      past 0 % or 100 %).
     """
     grid = np.asarray(values, dtype=np.float64)
     if grid.ndim != 2 or grid.size == 0 or not np.isfinite(grid).all():
@@ -162,7 +165,7 @@ def seed_summary(values: np.ndarray, confidence: float = CONFIDENCE) -> dict:
         from scipy import stats  # 0.3 s of import: only the aggregation pays it
 
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * spread / math.sqrt(n)
-        low, high = mean - half, mean + half
+        low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
     else:
         low = high = math.nan
     return {
@@ -205,7 +208,7 @@ def cell_stats(
                 "partial_seeds": partial}  # fmt: skip
     sel = sel[sel["seed"].isin(seeds)]
     grid = sel.pivot(index="fold", columns="seed", values="value").sort_index()
-    stats = seed_summary(grid.to_numpy() * scale)
+    stats = seed_summary(grid.to_numpy() * scale, bounds=(0.0, scale))  # the metric's range
     cm = pooled_confusion(sel.sort_values(["seed", "fold"])["folder"].tolist(), task, target)
     return {**stats, "pooled": TASK_METRIC[task](cm) * scale, "partial_seeds": partial}
 

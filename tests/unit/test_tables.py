@@ -98,6 +98,14 @@ def test_seed_summary_of_several_seeds_by_hand():
     assert s90["ci_high"] == pytest.approx(62.5 + 2.919986 * math.sqrt(10.75) / math.sqrt(3), abs=1e-5)
 
 
+def test_the_interval_is_clipped_to_the_metrics_range():
+    # 0.9 and 1.0 over 2 seeds: 0.95 +- t(1) = 12.706 x 0.0707 / sqrt(2) = 0.635 reaches past 1
+    s = tables.seed_summary(np.array([[0.9, 1.0]]), bounds=(0.0, 1.0))
+    assert s["ci_low"] == pytest.approx(0.95 - 12.706205 * math.sqrt(0.005) / math.sqrt(2), abs=1e-5)
+    assert s["ci_high"] == 1.0
+    assert tables.seed_summary(np.array([[0.9, 1.0]]))["ci_high"] > 1.5  # unbounded by default
+
+
 def test_seed_summary_of_one_value_has_no_interval_and_bad_grids_are_refused():
     s = tables.seed_summary(np.array([[0.7]]))
     assert s["mean"] == 0.7 and math.isnan(s["ci_low"]) and math.isnan(s["std_folds"]) and s["interval"] == ""
@@ -117,39 +125,39 @@ def test_paper_inside():
 def test_a_cell_of_several_seeds_pools_every_model_and_leaves_out_a_seed_with_a_missing_fold(
     tmp_path, capsys
 ):
-    # seed 1: the hand-made folds 50/60/70 %; seed 2: 70/80/90 % (the same matrices shifted by 10 points is not
-    # possible with 10 clips, so: 7/10, 16/20, 27/30); seed 3 only on folds 0 and 1.
-    seed2 = [(7, 10), (16, 20), (27, 30)]
+    # seed 1: the hand-made folds 50/60/70 %; seed 2: 6/10, 12/20, 21/30 (60/60/70 %); seed 3: 5/10, 13/20,
+    # 21/30 (50/65/70 %); seed 4 only on folds 0 and 1 (left out).
     paths = multiclass_cell(tmp_path)
+    for seed, correct in ((2, [(6, 10), (12, 20), (21, 30)]), (3, [(5, 10), (13, 20), (21, 30)])):
+        paths += [
+            write_fold(tmp_path, "lms", "multiclass", "all", k, multiclass_matrix(c, n), c / n, seed=seed)
+            for k, (c, n) in enumerate(correct)
+        ]
     paths += [
-        write_fold(tmp_path, "lms", "multiclass", "all", k, multiclass_matrix(c, n), c / n, seed=2)
-        for k, (c, n) in enumerate(seed2)
-    ]
-    paths += [
-        write_fold(tmp_path, "lms", "multiclass", "all", k, multiclass_matrix(5, 10), 0.5, seed=3)
+        write_fold(tmp_path, "lms", "multiclass", "all", k, multiclass_matrix(5, 10), 0.5, seed=4)
         for k in (0, 1)
     ]
     out = build(tmp_path, paths)
     assert (
-        "warning: lms multiclass all: seed(s) [3] left out, not run on all 3 folds" in capsys.readouterr().out
+        "warning: lms multiclass all: seed(s) [4] left out, not run on all 3 folds" in capsys.readouterr().out
     )
     cell = pd.read_csv(out / "table2.csv").query("configuration == 'lms'").iloc[0]
-    # fold means 60, 70, 80 -> std 10; seed means 60, 80 -> std sqrt(200); t(1) = 12.706205
-    assert cell["n_seeds"] == 2 and cell["n_folds"] == 3 and cell["interval"] == "seeds"
-    assert cell["mean"] == pytest.approx(70.0, abs=1e-3) and cell["std_folds"] == pytest.approx(
-        10.0, abs=1e-3
+    # fold means 53.33, 61.67, 70 -> std 8.333; seed means 60, 63.33, 61.67 (mean 61.67) -> std 1.667;
+    # interval 61.67 +- T2 x 1.667 / sqrt(3) = [57.53, 65.81]: the paper's 65.6 inside
+    assert cell["n_seeds"] == 3 and cell["n_folds"] == 3 and cell["interval"] == "seeds"
+    assert cell["mean"] == pytest.approx(185 / 3, abs=1e-3) and cell["std_folds"] == pytest.approx(
+        25 / 3, abs=1e-3
     )
-    assert cell["std_seeds"] == pytest.approx(math.sqrt(200), abs=1e-3)
-    half = 12.706205 * math.sqrt(200) / math.sqrt(2)
-    assert cell["ci_low"] == pytest.approx(70 - half, abs=1e-3) and cell["ci_high"] == pytest.approx(
-        70 + half, abs=1e-3
-    )
+    assert cell["std_seeds"] == pytest.approx(5 / 3, abs=1e-3)
+    half = T2 * (5 / 3) / math.sqrt(3)
+    assert cell["ci_low"] == pytest.approx(185 / 3 - half, abs=1e-3)
+    assert cell["ci_high"] == pytest.approx(185 / 3 + half, abs=1e-3)
     assert cell["paper_inside"] == 1.0
-    # pooled over both seeds' 6 matrices: (38 + 50) / 120 correct
-    assert cell["pooled"] == pytest.approx(100 * 88 / 120, abs=1e-3)
+    # pooled over the 3 seeds' 9 matrices: (38 + 39 + 39) / 180 correct
+    assert cell["pooled"] == pytest.approx(100 * 116 / 180, abs=1e-3)
     md2 = (out / "table2.md").read_text()
     assert (
-        f"| None | — | 70.00 [{70 - half:.2f}, {70 + half:.2f}] ±10.00 folds ±14.14 seeds, pooled 73.33"
+        "| None | — | 61.67 [57.53, 65.81] ±8.33 folds ±1.67 seeds, pooled 64.44 (paper 65.60 inside, -3.93)"
         in md2
     )
 
@@ -170,7 +178,9 @@ def test_long_form_csvs_keep_their_columns_and_hold_mean_std_and_pooled(tmp_path
     assert cell["n_seeds"] == 1 and math.isnan(cell["std_seeds"]) and cell["interval"] == "folds"
     half = T2 * 0.25 / math.sqrt(3)  # one seed: t over the 3 folds
     assert cell["ci_low"] == pytest.approx(0.75 - half, abs=1e-4)
-    assert cell["ci_high"] == pytest.approx(0.75 + half, abs=1e-4) and cell["paper_inside"] == 1
+    assert (
+        cell["ci_high"] == 1.0 and 0.75 + half > 1 and cell["paper_inside"] == 1
+    )  # clipped to macro-F1's range
     assert cell["pooled"] == pytest.approx(BINARY_POOLED, abs=1e-4)  # 0.7396, not the accuracy 0.76
     assert cell["difference"] == pytest.approx(0.75 - 0.83, abs=1e-4)
     t2 = pd.read_csv(out / "table2.csv")
@@ -190,9 +200,9 @@ def test_long_form_csvs_keep_their_columns_and_hold_mean_std_and_pooled(tmp_path
 def test_markdown_cells_show_mean_interval_spreads_pooled_paper_and_difference(tmp_path):
     out = build(tmp_path, binary_cell(tmp_path) + multiclass_cell(tmp_path))
     md1 = (out / "table1.md").read_text()
-    # 0.75 +- T2 x 0.25 / sqrt(3) = [0.13, 1.37]; 60 +- T2 x 10 / sqrt(3) = [35.16, 84.84]
+    # 0.75 +- T2 x 0.25 / sqrt(3) = [0.13, 1.37], clipped to macro-F1's 1; 60 +- T2 x 10 / sqrt(3) = [35.16, 84.84]
     assert (
-        "| audio | speech | LMS | 0.75 [0.13, 1.37] ±0.25 folds, pooled 0.74 (paper 0.83 inside, -0.08) | not run |"
+        "| audio | speech | LMS | 0.75 [0.13, 1.00] ±0.25 folds, pooled 0.74 (paper 0.83 inside, -0.08) | not run |"
         in md1
     )
     assert md1.count("not run") == 9 * 8 - 1
@@ -232,7 +242,7 @@ def test_latex_tables_are_plain_tabulars_with_escaped_text(tmp_path):
     rows = check_tabular((out / "table1.tex").read_text(), 3 + 8)
     assert rows[0] == "modality & type & features & " + " & ".join(paper.CLASSES) + " \\\\"
     assert rows[1].startswith(
-        "audio & speech & LMS & $0.75$ [$0.13$, $1.37$] $\\pm$$0.25$ folds, pooled $0.74$ (paper $0.83$ inside, "
+        "audio & speech & LMS & $0.75$ [$0.13$, $1.00$] $\\pm$$0.25$ folds, pooled $0.74$ (paper $0.83$ inside, "
         "$-0.08$) & not run & "
     )
     assert "head pose & RPY-3D &" in rows[-1] and len(rows) == 1 + 9
