@@ -8,7 +8,7 @@ spawning NumPy recommends for parallel streams: the seed and the purpose both en
 - ``weights``: every initial weight of the model (torch's global generator while the model is built; a
   backbone built from scratch and the TIM-Net on top of it draw one after the other from it);
 - ``dropout``: every random draw of the training forward passes (TIM-Net's spatial dropout masks, the fusion
-  perceptron's dropout, a backbone's own dropout): torch's global generator, re-seeded once the model is
+  perceptron's dropout, a backbone's own dropout and Wav2Vec2's LayerDrop): torch's global generator, re-seeded once the model is
   built, so the masks do not depend on how many numbers building the model took;
 - ``batches``: the order of the training clips in every epoch (a ``torch.Generator`` of its own);
 - ``augment``: NumPy's global generator, which Wav2Vec2 draws its SpecAugment time masks from

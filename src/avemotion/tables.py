@@ -84,6 +84,12 @@ def read_metrics(paths: list[Path]) -> pd.DataFrame:
     rows = []
     for path in paths:
         m = json.loads(Path(path).read_text())
+        missing = [k for k in columns[:-1] if k not in m]
+        if missing:
+            raise ValueError(
+                f"{path} has no {', '.join(missing)}: it was written by an older version (before seeds); "
+                "rerun its job"
+            )
         rows.append({**{k: m[k] for k in columns[:-1]}, "folder": Path(path).parent})
     frame = pd.DataFrame(rows, columns=columns)
     dup = frame.duplicated(["configuration", "task", "target", "fold", "seed"])

@@ -199,8 +199,10 @@ def kill_during(
     mode: str,
     ready: Callable[[], bool] = lambda: True,
 ) -> tuple[bool, float]:
-    """Run ``snakemake args`` and SIGKILL the job ``delay`` s after it starts and ``ready()`` holds; whether the
-    kill hit the job while it ran, and when (ms since the epoch, MLflow's clock)."""
+    """Run ``snakemake args`` and SIGKILL the job ``delay`` s after it starts and ``ready()`` holds, at a moment
+    ``ready()`` holds again (training: while one of its runs is open, so the kill cuts a run short; a job of
+    several configurations, folds or seeds has gaps between its runs, where loading and writing happen);
+    whether the kill hit the job while it ran, and when (ms since the epoch, MLflow's clock)."""
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(project), "MLFLOW_TRACKING_URI": ""}
     command = [str(BIN / "snakemake"), "--cores", "2", *PROFILE, *args]
     session = subprocess.Popen(
@@ -221,6 +223,8 @@ def kill_during(
         while not ready() and alive(job):
             time.sleep(0.05)
         time.sleep(delay)
+        while not ready() and alive(job):
+            time.sleep(0.02)
         landed = alive(job)
         killed_at = time.time() * 1000
         if mode == "node":

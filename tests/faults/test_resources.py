@@ -488,7 +488,7 @@ def test_a_full_disk_while_writing_the_tables_keeps_the_previous_six(tmp_path, c
     metrics = tmp_path / "m" / "metrics.json"  # one finished cell: every file would change
     metrics.parent.mkdir()
     metrics.write_text(
-        '{"configuration": "lms", "task": "multiclass", "target": "all", "fold": 0, '
+        '{"configuration": "lms", "task": "multiclass", "target": "all", "fold": 0, "seed": 1, '
         '"metric": "accuracy", "value": 0.5}'
     )
     confusion = pd.DataFrame(np.eye(8, dtype=int), index=paper.CLASSES, columns=paper.CLASSES)

@@ -280,6 +280,14 @@ def test_read_long_keeps_the_none_labels(tmp_path):
     assert t2["mean"].notna().sum() == 1 and t2["paper"].isna().sum() == 1  # wav2vec2_large: not published
 
 
+def test_metrics_without_a_seed_are_an_error_naming_the_file(tmp_path, capsys):
+    (path,) = binary_cell(tmp_path)[:1]
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "seed"}))
+    assert tables.main(["--metrics", str(path), "--folds", "3", "--out-dir", str(tmp_path / "t")]) == 1
+    assert f"{path} has no seed: it was written by an older version" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
 def test_duplicate_fold_metrics_are_an_error(tmp_path, capsys):
     paths = binary_cell(tmp_path)
     assert (
