@@ -2,9 +2,10 @@
 
 Each case copies the finished small demo project (``demo_run``: 4 actors, 2 folds, every stage) and asks for
 one job of a stage to run again (``snakemake <its output> --forcerun <its output>``; for training the whole
-workflow, so everything downstream of it runs again too), killing the job with SIGKILL a random fraction of
-its recorded run time after it starts (for training: after it opens its first MLflow run, so the kill cuts a
-run short; the seed picks the fraction):
+workflow, so everything downstream of it runs again too), killing the job with SIGKILL once it has used a random
+fraction of the CPU time it took in the finished project (its Snakemake benchmark; CPU time, not wall time, so
+that the point does not move with the machine's load: the suite runs in two workers) after it starts (for
+training: after it opens its first MLflow run, so the kill cuts a run short; the seed picks the fraction):
 
 - ``job``: only the job's process dies (the OOM killer); Snakemake sees the job fail and stops;
 - ``node``: Snakemake and the job die together (a node lost, ``kill -9`` of the whole session), leaving
@@ -176,8 +177,23 @@ def same(a: Path, b: Path) -> bool:
     return a.read_bytes() == b.read_bytes()
 
 
-def recorded_seconds(project: Path, benchmark: str) -> float:
-    return float(pd.read_csv(project / benchmark, sep="\t")["s"].iloc[-1])
+def recorded_cpu_seconds(project: Path, benchmark: str) -> float:
+    """The CPU time the job took in the baseline run (Snakemake's benchmark, sampled: a slight underestimate):
+    a point of the job's work that does not move with the machine's load, where wall time does (the baseline
+    may run beside other tests, a kill case alone, or the other way round)."""
+    return float(pd.read_csv(project / benchmark, sep="\t")["cpu_time"].iloc[-1])
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """The CPU time ``process`` and its descendants have used so far (those that ended and were waited for
+    included)."""
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for p in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def find_job(session: psutil.Process, words: tuple[str, ...]) -> psutil.Process | None:
@@ -199,8 +215,10 @@ def kill_during(
     delay: float,
     mode: str,
     ready: Callable[[], bool] = lambda: True,
+    clock: str = "cpu",
 ) -> tuple[bool, float]:
-    """Run ``snakemake args`` and SIGKILL the job ``delay`` s after it starts and ``ready()`` holds, at a moment
+    """Run ``snakemake args`` and SIGKILL the job ``delay`` s after it starts and ``ready()`` holds (s of the
+    job's CPU time, ``clock="cpu"``, or of wall time, ``"wall"``), at a moment
     ``ready()`` holds again (training: while one of its runs is open, so the kill cuts a run short; a job of
     several configurations, folds or seeds has gaps between its runs, where loading and writing happen);
     whether the kill hit the job while it ran, and when (ms since the epoch, MLflow's clock)."""
@@ -223,7 +241,12 @@ def kill_during(
     if job is not None:
         while not ready() and alive(job):
             time.sleep(0.05)
-        time.sleep(delay)
+        if clock == "wall":
+            time.sleep(delay)
+        else:
+            until = cpu_seconds(job) + delay
+            while alive(job) and cpu_seconds(job) < until:
+                time.sleep(0.01)
         while not ready() and alive(job):
             time.sleep(0.02)
         landed = alive(job)
@@ -335,9 +358,9 @@ def test_a_job_killed_at_a_random_point_resumes_to_the_same_results(
         def ready() -> bool:
             return bool(open_runs(project) - before)
 
-        delay = rng.uniform(0.0, 0.4) * recorded_seconds(baseline, job.benchmark)
+        delay = rng.uniform(0.0, 0.4) * recorded_cpu_seconds(baseline, job.benchmark)
     else:
-        ready, delay = (lambda: True), rng.uniform(0.1, 0.9) * recorded_seconds(baseline, job.benchmark)
+        ready, delay = (lambda: True), rng.uniform(0.1, 0.9) * recorded_cpu_seconds(baseline, job.benchmark)
 
     command = ["--forcerun", job.target] if job.whole else [job.target, "--forcerun", job.target]
     landed, killed_at = kill_during(project, command, job.words, delay, mode, ready)
@@ -380,7 +403,7 @@ def test_a_download_killed_midway_resumes_its_part_file(demo_run, tmp_path, seed
         transfer = (folder / name).stat().st_size / 16384 * server.pace
         delay = 1.0 + random.Random(seed).uniform(0.1, 0.8) * transfer  # 1 s: the job's start-up
         words = ("avemotion.download fetch", name)
-        landed, _ = kill_during(project, [f"results/download/{name}"], words, delay, mode)
+        landed, _ = kill_during(project, [f"results/download/{name}"], words, delay, mode, clock="wall")
         ledger("download", faults=1, kills_landed=int(landed))
         part = project / "results/download" / (name + ".part")
         kept = part.stat().st_size if part.exists() else 0

@@ -4,22 +4,27 @@ every frame, patches, the features, 20 TIM-Net trainings on 5 folds and 8 backbo
 ResNets and Wav2Vec2-L) on folds 0 and 1. It proves the pipeline learns from each feature: every engineered
 feature's 8-class score must be far above chance, every tiny backbone's above it. The complete `make demo`,
 tables included, adds the other folds, the binary jobs, the frozen features and the fusions; the small demo
-run of test_workflow.py builds those through the same rules."""
+run of test_workflow.py builds those through the same rules. The run's first job, make_demo_archives, runs in
+the shared fixture ``demo_profile_archives`` (tests/conftest.py), whose archives the small demo run reads."""
 
 import json
 import sqlite3
 
+from conftest import DEMO_PROFILE
+
 from avemotion import config as avcfg
 from avemotion import registry
 
-from .conftest import ROOT, copy_project, snakemake
+from .conftest import ROOT, snakemake
 
 CONFIG = avcfg.load_config(ROOT / "config.yaml", ROOT / "workflow/profiles/demo/demo.yaml")
 FEATURES = [name for name in avcfg.implemented_configurations(CONFIG, "table2") if "+" not in name]
 
 
-def test_demo_profile_every_feature_learns_above_chance(tmp_path):
-    project = copy_project(tmp_path / "p")
+def test_demo_profile_every_feature_learns_above_chance(demo_profile_archives):
+    # The project where the demo profile has generated the demo's archives (its first job; the small demo run
+    # reads them too): the rest of the run from there. It is this test's alone.
+    project = demo_profile_archives
     folds = {f: range(2) if registry.get(f).is_backbone else range(5) for f in FEATURES}
     targets = [
         f"{avcfg.job_dir(f, 'multiclass', 'all', k, avcfg.seeds_of(CONFIG, f)[0])}/metrics.json"
@@ -28,13 +33,8 @@ def test_demo_profile_every_feature_learns_above_chance(tmp_path):
     ]
     # One job per configuration and fold here (make demo groups the folds and configurations: jobs.group_folds,
     # jobs.configurations_per_job), so that asking for 2 backbone folds trains 2, not 5, and asking for
-    # a single feature trains no fusion of its group.
-    # (an overlay on the demo's: --config would give the boolean as the string "false")
-    (project / "per_fold.yaml").write_text("jobs:\n  group_folds: false\n  configurations_per_job: 1\n")
-    per_fold = ("--configfile", "workflow/profiles/demo/demo.yaml", "per_fold.yaml")
-    result = snakemake(
-        project, "--workflow-profile", "workflow/profiles/demo", *targets, *per_fold, timeout=2400
-    )
+    # a single feature trains no fusion of its group (per_fold.yaml: tests/conftest.py's PER_FOLD).
+    result = snakemake(project, *targets, *DEMO_PROFILE, "per_fold.yaml", timeout=2400)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert FEATURES == [
         "lms", "wav2vec2_large", "eyes_resnet", "eyes_kpd", "mouth_resnet", "face_resnet", "face_kpd", "face_au",

@@ -17,11 +17,13 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import record_setup, slurm_installed
 from mlflow.tracking import MlflowClient
 
 from avemotion import config as avcfg
@@ -54,10 +56,13 @@ def cluster(tmp_path_factory):
     """A single-node SLURM cluster for this module; every daemon it starts is stopped at the end."""
     if shutil.which("sbatch") is None and os.geteuid() != 0:
         pytest.skip("SLURM is not installed and installing slurm-wlm needs root")
+    start = time.monotonic()
+    slurm_installed(tmp_path_factory)  # started in the background when the session began
     folder = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
     subprocess.run([SCRIPT, "start", folder], check=True, env=env, timeout=900)
     pids = [int((folder / name).read_text()) for name in ("slurmctld.pid", "slurmd.pid", "munge/munged.pid")]
+    record_setup(tmp_path_factory, "slurm cluster (install and start)", time.monotonic() - start)
     try:
         yield folder
     finally:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import copy_of
 
 from avemotion import paper
 
@@ -257,8 +258,8 @@ def test_fusion_trains_on_each_folds_frozen_features_and_fills_its_cells(demo_ru
             np.testing.assert_allclose(ck["mean"][backbone].numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):
-    project, _ = demo_run
+def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run, tmp_path):
+    project = copy_of(demo_run[0], tmp_path / "p")
     again = snakemake(project)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     target = "results/train/lms/multiclass/all/seed1/fold1/metrics.json"
@@ -271,8 +272,8 @@ def test_rerun_does_nothing_and_forced_rerun_keeps_one_run(demo_run):
     assert [r[3] for r in job].count("active") == 1 and len(job) == 2
 
 
-def test_report_builds(demo_run):
-    project, _ = demo_run
+def test_report_builds(demo_run, tmp_path):
+    project = copy_of(demo_run[0], tmp_path / "p")
     result = snakemake(project, "--report", "results/report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (project / "results/report.html").read_text()
