@@ -97,9 +97,10 @@ PER_FOLD = "jobs:\n  group_folds: false\n  configurations_per_job: 1\n"
 
 @pytest.fixture(scope="session")
 def demo_profile_archives(tmp_path_factory) -> Path:
-    """A copy of the project whose demo profile has run its first job, make_demo_archives (the synthetic
-    RAVDESS of the demo: 12 actors): the project of the demo-profile run, and the archives the small demo run
-    reads (one actor generated alone is byte-identical to the same actor in a full run: avemotion.demo)."""
+    """A copy of the project (without results) in which the demo profile has run its first job,
+    make_demo_archives (the demo's synthetic RAVDESS: 12 actors). The demo-profile test runs the rest of its
+    DAG in it; the small demo run reads 4 of its archives (one actor generated alone is byte-identical to the
+    same actor in a full run: avemotion.demo)."""
     from workflow.conftest import copy_project, snakemake
 
     def build(folder: Path) -> dict:
