@@ -109,12 +109,12 @@ def demo_profile_archives(tmp_path_factory) -> Path:
         target = "results/demo/archives/ground_truth_clips.csv"
         result = snakemake(project, target, *DEMO_PROFILE, "per_fold.yaml")  # --configfile takes the rest
         assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-        return {"project": str(project)}
+        return {}
 
-    _, info = shared(
+    folder, _ = shared(
         tmp_path_factory, "demo-archives", build, "demo archives (make_demo_archives, 12 actors)"
     )
-    return Path(info["project"])
+    return folder / "project"
 
 
 @pytest.fixture(scope="session")
@@ -134,11 +134,11 @@ def demo_run(tmp_path_factory, demo_profile_archives):
             shutil.copy(demo_profile_archives / "results/demo/archives" / name, archives / name)
         result = snakemake(project)
         assert result.returncode == 0, result.stderr[-5000:]
-        return {"project": str(project), "stdout": result.stdout, "stderr": result.stderr}
+        return {"stdout": result.stdout, "stderr": result.stderr}
 
-    _, info = shared(tmp_path_factory, "small-demo", build, "small demo run")
+    folder, info = shared(tmp_path_factory, "small-demo", build, "small demo run")
     result = subprocess.CompletedProcess(["snakemake"], 0, info["stdout"], info["stderr"])
-    return Path(info["project"]), result
+    return folder / "project", result
 
 
 @pytest.fixture

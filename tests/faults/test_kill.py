@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -55,6 +54,7 @@ import pandas as pd
 import psutil
 import pytest
 import torch
+from conftest import copy_of
 from mlflow.tracking import MlflowClient
 from workflow.conftest import BIN, ArchiveServer, project_with, small_config, snakemake
 
@@ -348,8 +348,7 @@ def test_a_job_killed_at_a_random_point_resumes_to_the_same_results(
     demo_run, tmp_path, stage, seed, mode, ledger
 ):
     baseline, _ = demo_run
-    project = tmp_path / "p"
-    shutil.copytree(baseline, project, symlinks=True)
+    project = copy_of(baseline, tmp_path / "p")
     job = STAGES[stage]
     rng = random.Random(seed)
     before = {r.info.run_id for r in job_runs(project)}
